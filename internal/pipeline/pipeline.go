@@ -1,0 +1,152 @@
+package pipeline
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+// Message is what a source hands to the flow engine: one upstream message
+// (an MQTT publish, an OPC UA data change, a line of a file).
+type Message struct {
+	// Raw is the exact bytes received. They are kept with a dead letter so
+	// an operator can see and replay what arrived.
+	Raw []byte
+	// Payload is the decoded payload (usually map[string]any). Nil when
+	// DecodeErr is set.
+	Payload any
+	// DecodeErr is set when the source could not decode Raw. The message is
+	// dead-lettered with this reason instead of being routed.
+	DecodeErr error
+	// Meta carries source metadata visible to flow expressions as "meta"
+	// (for MQTT: topic, qos, retained, received_at; for OPC UA: node_id).
+	Meta map[string]any
+	// Time is when the message was received (UTC).
+	Time time.Time
+}
+
+// Record is one queued unit of work for one sink: the mapped fields of a
+// message that a flow routed to that sink.
+type Record struct {
+	// Stream is the queue stream ("flow.sink") the record belongs to.
+	Stream string
+	// Seq is the record's position in its stream; assigned by the queue.
+	Seq uint64
+	// Key is the order key: records with the same key are delivered in order.
+	Key string
+	// ID is the idempotency key (may be empty).
+	ID string
+	// Source is the source instance that produced the record.
+	Source string
+	// Time is when the source received the message.
+	Time time.Time
+	// Fields are the mapped fields, ready for the sink.
+	Fields map[string]any
+	// Meta is the source metadata of the original message.
+	Meta map[string]any
+	// Raw is the original message bytes, when the flow keeps them.
+	Raw []byte
+	// Attempts counts previous delivery attempts in this process.
+	Attempts int
+}
+
+// Emitter receives messages from a source.
+type Emitter interface {
+	// Emit routes msgs through the source's flows and appends the results
+	// to the queue. It returns only after an fsync'd commit (or after the
+	// messages were durably dead-lettered or recognised as duplicates);
+	// only then may the source acknowledge upstream. An error means nothing
+	// may be acknowledged; the source should retry or let the upstream
+	// redeliver. Emit blocks while the queue is full and on_full is block.
+	// Emit is safe for concurrent use.
+	Emit(ctx context.Context, msgs ...Message) error
+}
+
+// Source produces messages.
+type Source interface {
+	// Run blocks until ctx is cancelled, emitting messages, and returns nil
+	// on a clean stop. A returned error is logged and the source restarted
+	// with backoff by the runner.
+	Run(ctx context.Context, em Emitter) error
+}
+
+// Sink delivers records.
+type Sink interface {
+	// Write delivers batch (in queue order, possibly several keys) and
+	// reports the outcome: nil (all delivered), *PartialError, an error
+	// wrapped by Permanent, a *ThrottleError, or any other error (transient:
+	// the whole batch is retried). Write is never called concurrently for
+	// records of the same key, but may be called concurrently for different
+	// keys (see SinkRunner parallelism). A sink that writes records one by
+	// one must stop writing a key's records after one of them failed
+	// transiently; ForEach does that.
+	Write(ctx context.Context, batch []Record) error
+}
+
+// Closer is implemented by plugins that hold resources. Close is called
+// once after the last Run/Write returned; it must be safe to call before
+// use and twice.
+type Closer interface {
+	Close(ctx context.Context) error
+}
+
+// Prober is implemented by plugins that can tell whether their peer is
+// reachable; it feeds /readyz and startup: probe.
+type Prober interface {
+	Probe(ctx context.Context) error
+}
+
+// StatusReporter is implemented by plugins with status worth showing on the
+// status page and in /api/v1/status (connected, last message, counters).
+// The map must be JSON-encodable and must not contain secrets.
+type StatusReporter interface {
+	Status() map[string]any
+}
+
+// Env is what a plugin receives at construction. Nothing reaches a plugin by
+// reflection or globals.
+type Env struct {
+	// Name is the instance name from the config.
+	Name string
+	// Log is pre-tagged with component, plugin and instance.
+	Log zerolog.Logger
+	// Metrics registers the plugin's collectors on the gateway's registry.
+	Metrics prometheus.Registerer
+	// Now is the clock; tests may replace it.
+	Now func() time.Time
+	// State is the plugin's durable named state in the queue file; nil
+	// where no queue is open (check-config).
+	State StateStore
+	// Resolve gives access to shared gateway objects (an F&O environment's
+	// client and limiter) by name; nil when none.
+	Resolve func(kind, name string) (any, error)
+}
+
+// StateStore is a plugin's small durable state, kept in the queue file.
+type StateStore interface {
+	// Get returns the value stored under name.
+	Get(name string) ([]byte, bool, error)
+	// Put stores value under name durably (fsync) before returning.
+	Put(ctx context.Context, name string, value []byte) error
+	// Delete removes name durably.
+	Delete(ctx context.Context, name string) error
+}
+
+// SourceFactory builds sources of one type.
+type SourceFactory struct {
+	// Type is the name used as "type:" in the config.
+	Type string
+	// NewConfig returns a pointer to a config struct with defaults set.
+	NewConfig func() any
+	// New validates cfg and builds the source; it must not do network I/O.
+	New func(cfg any, env Env) (Source, error)
+}
+
+// SinkFactory builds sinks of one type.
+type SinkFactory struct {
+	Type      string
+	NewConfig func() any
+	New       func(cfg any, env Env) (Sink, error)
+}

@@ -1,0 +1,636 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/plantgate/plantgate/internal/logging"
+	"github.com/plantgate/plantgate/internal/pipeline"
+)
+
+// SchemaVersion is the on-disk layout version this package writes.
+const SchemaVersion = 1
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketStreams = []byte("streams")
+	bucketState   = []byte("state")
+	bucketItems   = []byte("items")
+	bucketDead    = []byte("dead")
+	bucketIDs     = []byte("ids")
+	bucketIdx     = []byte("idx")
+	keyStats      = []byte("stats")
+	keySchema     = []byte("schema_version")
+	keyCreated    = []byte("created")
+)
+
+// OnFull is what Append does when a quota is reached.
+type OnFull int
+
+const (
+	// Block makes Append wait until space frees (or its ctx ends), so the
+	// source stops acknowledging and the upstream holds the messages.
+	Block OnFull = iota
+	// Reject makes Append fail at once with ErrFull.
+	Reject
+)
+
+// Options configure a Store. The zero value is usable: no quotas, block.
+type Options struct {
+	// MaxBytes is the quota over all streams' pending records (0: none).
+	MaxBytes int64
+	// StreamMaxBytes is the quota of one stream (0: none).
+	StreamMaxBytes int64
+	// OnFull selects blocking or rejecting when a quota is reached.
+	OnFull OnFull
+	// MaxRecordBytes rejects larger records with ErrTooLarge (0: 16 MiB).
+	MaxRecordBytes int
+	// DedupWindow is how long an idempotency key is remembered (0: 24h).
+	DedupWindow time.Duration
+	// LeaseTimeout is the default lease duration (0: 2m).
+	LeaseTimeout time.Duration
+	// CommitMaxRecords caps the records of one group commit (0: 1000).
+	CommitMaxRecords int
+	// CommitMaxDelay is an extra wait for more requests before a commit that
+	// is not full. Zero commits whatever arrived while the previous fsync ran.
+	CommitMaxDelay time.Duration
+	// CompactMinBytes: at Open, a file larger than this whose live data is
+	// under a tenth of its size is compacted (0: never).
+	CompactMinBytes int64
+	// OpenTimeout bounds the wait for the file lock (0: 500ms).
+	OpenTimeout time.Duration
+	// ReadOnly opens the file for inspection only.
+	ReadOnly bool
+	// Log receives lifecycle events.
+	Log zerolog.Logger
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+func (o *Options) setDefaults() {
+	if o.MaxRecordBytes <= 0 {
+		o.MaxRecordBytes = 16 << 20
+	}
+	if o.DedupWindow <= 0 {
+		o.DedupWindow = 24 * time.Hour
+	}
+	if o.LeaseTimeout <= 0 {
+		o.LeaseTimeout = 2 * time.Minute
+	}
+	if o.CommitMaxRecords <= 0 {
+		o.CommitMaxRecords = 1000
+	}
+	if o.OpenTimeout <= 0 {
+		o.OpenTimeout = 500 * time.Millisecond
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Store is an open queue file. All methods are safe for concurrent use.
+type Store struct {
+	path string
+	db   *bolt.DB
+	o    Options
+	log  zerolog.Logger
+
+	closeMu sync.RWMutex // held for reading while submitting; Close takes it for writing
+	closed  bool
+	reqs    chan *request
+	done    chan struct{}
+
+	// mu guards everything below. Lock order: closeMu, then mu.
+	mu       sync.Mutex
+	streams  map[string]*streamState
+	total    int64 // pending record bytes over all streams
+	reserved int64 // bytes of appends admitted but not yet committed
+	space    chan struct{}
+	blocked  int
+}
+
+type streamState struct {
+	count, bytes    int64
+	dead, deadBytes int64
+	reserved        int64
+	leases          map[uint64]time.Time
+}
+
+// counters is the persisted form of a stream's counters.
+type counters struct{ count, bytes, dead, deadBytes int64 }
+
+func (c counters) encode() []byte {
+	b := make([]byte, 32)
+	binary.BigEndian.PutUint64(b[0:], uint64(c.count))
+	binary.BigEndian.PutUint64(b[8:], uint64(c.bytes))
+	binary.BigEndian.PutUint64(b[16:], uint64(c.dead))
+	binary.BigEndian.PutUint64(b[24:], uint64(c.deadBytes))
+	return b
+}
+
+func decodeCounters(b []byte) (counters, error) {
+	if len(b) != 32 {
+		return counters{}, fmt.Errorf("%w: stats of %d bytes", ErrCorrupt, len(b))
+	}
+	return counters{
+		count: int64(binary.BigEndian.Uint64(b[0:])), bytes: int64(binary.BigEndian.Uint64(b[8:])),
+		dead: int64(binary.BigEndian.Uint64(b[16:])), deadBytes: int64(binary.BigEndian.Uint64(b[24:])),
+	}, nil
+}
+
+func itob(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// Open opens (creating if needed) the queue file at path. A second process
+// opening the same file fails within OpenTimeout with ErrLocked.
+func Open(path string, o Options) (*Store, error) {
+	o.setDefaults()
+	s := &Store{path: path, o: o, log: o.Log, streams: map[string]*streamState{}, space: make(chan struct{})}
+	db, err := openBolt(path, o)
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	if !o.ReadOnly {
+		if err := s.init(); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+	} else if err := s.checkSchema(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if err := s.loadCounters(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if !o.ReadOnly && o.CompactMinBytes > 0 {
+		if err := s.maybeCompact(); err != nil {
+			return nil, err
+		}
+	}
+	if !o.ReadOnly {
+		s.reqs = make(chan *request, 4096)
+		s.done = make(chan struct{})
+		go s.commitLoop()
+	}
+	return s, nil
+}
+
+func openBolt(path string, o Options) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.OpenTimeout, ReadOnly: o.ReadOnly, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("open queue %s: %w (a running plantgate holds its lock; stop it first, e.g. systemctl stop plantgate)", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("open queue %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func (s *Store) init() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if v := meta.Get(keySchema); v != nil {
+			if err := checkSchemaValue(v); err != nil {
+				return err
+			}
+		} else {
+			if err := meta.Put(keySchema, itob(SchemaVersion)); err != nil {
+				return err
+			}
+			if err := meta.Put(keyCreated, itob(uint64(s.o.Now().UnixNano()))); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketStreams); err != nil {
+			return err
+		}
+		_, err = tx.CreateBucketIfNotExists(bucketState)
+		return err
+	})
+}
+
+func checkSchemaValue(v []byte) error {
+	if len(v) != 8 {
+		return fmt.Errorf("%w: schema_version of %d bytes", ErrCorrupt, len(v))
+	}
+	if got := binary.BigEndian.Uint64(v); got != SchemaVersion {
+		return fmt.Errorf("%w: file has version %d, this plantgate reads version %d", ErrSchema, got, SchemaVersion)
+	}
+	return nil
+}
+
+func (s *Store) checkSchema() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return fmt.Errorf("%w: %s is not a plantgate queue (no meta bucket)", ErrCorrupt, s.path)
+		}
+		return checkSchemaValue(meta.Get(keySchema))
+	})
+}
+
+func (s *Store) loadCounters() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketStreams)
+		if root == nil {
+			return nil
+		}
+		return root.ForEachBucket(func(name []byte) error {
+			b := root.Bucket(name)
+			c, err := decodeCounters(b.Get(keyStats))
+			if err != nil {
+				return fmt.Errorf("stream %s: %w", name, err)
+			}
+			st := &streamState{count: c.count, bytes: c.bytes, dead: c.dead, deadBytes: c.deadBytes, leases: map[uint64]time.Time{}}
+			s.streams[string(name)] = st
+			s.total += c.bytes
+			return nil
+		})
+	})
+}
+
+// Path returns the queue file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close waits for pending commits, stops the committer and closes the file.
+// Leases are released implicitly: they live only in memory. Close is safe to
+// call twice.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	if s.reqs != nil {
+		close(s.reqs)
+	}
+	s.closeMu.Unlock()
+	if s.done != nil {
+		<-s.done
+	}
+	s.mu.Lock()
+	close(s.space) // wake blocked appenders; they see closed
+	s.space = make(chan struct{})
+	s.mu.Unlock()
+	return s.db.Close()
+}
+
+func (s *Store) stream(name string) *streamState {
+	st := s.streams[name]
+	if st == nil {
+		st = &streamState{leases: map[uint64]time.Time{}}
+		s.streams[name] = st
+	}
+	return st
+}
+
+// signalSpace wakes appenders blocked on a full queue. Call with mu held.
+func (s *Store) signalSpace() {
+	if s.blocked > 0 {
+		close(s.space)
+		s.space = make(chan struct{})
+	}
+}
+
+// ---- group commit ----
+
+// request is one mutation submitted to the committer.
+type request struct {
+	weight int
+	apply  func(tx *bolt.Tx, d *deltas) error
+	after  func(d *deltas) // runs after a successful commit, with mu held
+	done   chan error
+}
+
+// deltas collects counter changes of one request.
+type deltas struct {
+	m map[string]*counters
+}
+
+func (d *deltas) of(stream string) *counters {
+	if d.m == nil {
+		d.m = map[string]*counters{}
+	}
+	c := d.m[stream]
+	if c == nil {
+		c = &counters{}
+		d.m[stream] = c
+	}
+	return c
+}
+
+func (s *Store) submit(ctx context.Context, weight int, apply func(*bolt.Tx, *deltas) error, after func(*deltas)) error {
+	r := &request{weight: weight, apply: apply, after: after, done: make(chan error, 1)}
+	s.closeMu.RLock()
+	if s.closed || s.reqs == nil {
+		s.closeMu.RUnlock()
+		if s.reqs == nil && !s.closed {
+			return fmt.Errorf("queue opened read-only")
+		}
+		return ErrClosed
+	}
+	s.reqs <- r
+	s.closeMu.RUnlock()
+	// The request is in the committer's hands: wait for its outcome even if
+	// ctx ends, because returning early could let a caller assume nothing
+	// was written when it was.
+	return <-r.done
+}
+
+func (s *Store) commitLoop() {
+	defer close(s.done)
+	prune := time.NewTicker(time.Minute)
+	defer prune.Stop()
+	var batch []*request
+	for {
+		var first *request
+		var ok bool
+		select {
+		case first, ok = <-s.reqs:
+			if !ok {
+				return
+			}
+		case <-prune.C:
+			s.pruneIDs()
+			continue
+		}
+		batch = append(batch[:0], first)
+		n := first.weight
+	gather:
+		for n < s.o.CommitMaxRecords {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, r)
+				n += r.weight
+			default:
+				if s.o.CommitMaxDelay <= 0 {
+					break gather
+				}
+				t := time.NewTimer(s.o.CommitMaxDelay)
+				select {
+				case r, ok := <-s.reqs:
+					t.Stop()
+					if !ok {
+						break gather
+					}
+					batch = append(batch, r)
+					n += r.weight
+				case <-t.C:
+					break gather
+				}
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+func (s *Store) commit(batch []*request) {
+	errs := make([]error, len(batch))
+	ds := make([]deltas, len(batch))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		touched := map[string]bool{}
+		for i, r := range batch {
+			errs[i] = r.apply(tx, &ds[i])
+			if errs[i] == nil {
+				for name := range ds[i].m {
+					touched[name] = true
+				}
+			}
+		}
+		// Persist the new counters of every touched stream in the same tx.
+		if len(touched) == 0 {
+			return nil
+		}
+		root := tx.Bucket(bucketStreams)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for name := range touched {
+			var c counters
+			if st := s.streams[name]; st != nil {
+				c = counters{st.count, st.bytes, st.dead, st.deadBytes}
+			}
+			for i := range ds {
+				if errs[i] == nil {
+					if d := ds[i].m[name]; d != nil {
+						c.count += d.count
+						c.bytes += d.bytes
+						c.dead += d.dead
+						c.deadBytes += d.deadBytes
+					}
+				}
+			}
+			b := root.Bucket([]byte(name))
+			if b == nil {
+				continue // stream purged in this tx
+			}
+			if err := b.Put(keyStats, c.encode()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	s.mu.Lock()
+	for i, r := range batch {
+		if err != nil {
+			errs[i] = fmt.Errorf("commit queue: %w", err)
+		}
+		if errs[i] == nil {
+			for name, d := range ds[i].m {
+				st := s.stream(name)
+				st.count += d.count
+				st.bytes += d.bytes
+				st.dead += d.dead
+				st.deadBytes += d.deadBytes
+				s.total += d.bytes
+			}
+		}
+		if r.after != nil {
+			r.after(&ds[i])
+		}
+	}
+	s.signalSpace()
+	s.mu.Unlock()
+	for i, r := range batch {
+		r.done <- errs[i]
+	}
+}
+
+func streamBucket(tx *bolt.Tx, name string, create bool) (*bolt.Bucket, error) {
+	root := tx.Bucket(bucketStreams)
+	if root == nil {
+		return nil, fmt.Errorf("%w: no streams bucket", ErrCorrupt)
+	}
+	b := root.Bucket([]byte(name))
+	if b != nil || !create {
+		if b == nil {
+			return nil, fmt.Errorf("%w %q", ErrUnknownStream, name)
+		}
+		return b, nil
+	}
+	b, err := root.CreateBucket([]byte(name))
+	if err != nil {
+		return nil, err
+	}
+	for _, sub := range [][]byte{bucketItems, bucketDead, bucketIDs, bucketIdx} {
+		if _, err := b.CreateBucket(sub); err != nil {
+			return nil, err
+		}
+	}
+	return b, b.Put(keyStats, counters{}.encode())
+}
+
+// ---- state ----
+
+// StateWrite sets (or, with Delete, removes) one named value of a
+// component's state. Pass it to Append, Ack or DeadLetter to write it in
+// the same transaction as the records it concerns.
+type StateWrite struct {
+	Scope  string
+	Name   string
+	Value  []byte
+	Delete bool
+}
+
+func applyStates(tx *bolt.Tx, ws []StateWrite) error {
+	if len(ws) == 0 {
+		return nil
+	}
+	root := tx.Bucket(bucketState)
+	for _, w := range ws {
+		b, err := root.CreateBucketIfNotExists([]byte(w.Scope))
+		if err != nil {
+			return err
+		}
+		if w.Delete {
+			if err := b.Delete([]byte(w.Name)); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := b.Put([]byte(w.Name), bytes.Clone(w.Value)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkStates(ws []StateWrite) error {
+	for _, w := range ws {
+		if !validName(w.Scope) || w.Name == "" {
+			return fmt.Errorf("%w: state %q/%q", ErrBadName, w.Scope, w.Name)
+		}
+	}
+	return nil
+}
+
+// PutState writes state durably.
+func (s *Store) PutState(ctx context.Context, ws ...StateWrite) error {
+	if err := checkStates(ws); err != nil {
+		return err
+	}
+	return s.submit(ctx, len(ws), func(tx *bolt.Tx, _ *deltas) error { return applyStates(tx, ws) }, nil)
+}
+
+// GetState reads one state value; the slice is a copy.
+func (s *Store) GetState(scope, name string) ([]byte, bool, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketState)
+		if root == nil {
+			return nil
+		}
+		b := root.Bucket([]byte(scope))
+		if b == nil {
+			return nil
+		}
+		if v := b.Get([]byte(name)); v != nil {
+			out = bytes.Clone(v)
+		}
+		return nil
+	})
+	return out, out != nil, err
+}
+
+// ListState returns all names and values of a scope, sorted by name.
+func (s *Store) ListState(scope string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketState)
+		if root == nil {
+			return nil
+		}
+		b := root.Bucket([]byte(scope))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			out[string(k)] = bytes.Clone(v)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Scope returns a pipeline.StateStore over one scope.
+func (s *Store) Scope(scope string) pipeline.StateStore { return scopedState{s: s, scope: scope} }
+
+type scopedState struct {
+	s     *Store
+	scope string
+}
+
+func (c scopedState) Get(name string) ([]byte, bool, error) { return c.s.GetState(c.scope, name) }
+func (c scopedState) Put(ctx context.Context, name string, v []byte) error {
+	return c.s.PutState(ctx, StateWrite{Scope: c.scope, Name: name, Value: v})
+}
+func (c scopedState) Delete(ctx context.Context, name string) error {
+	return c.s.PutState(ctx, StateWrite{Scope: c.scope, Name: name, Delete: true})
+}
+
+// ---- helpers for listing ----
+
+// Streams returns the names of all streams, sorted.
+func (s *Store) Streams() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.streams))
+	for n := range s.streams {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// FileSize returns the queue file's size in bytes.
+func (s *Store) FileSize() int64 {
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+var _ = logging.FieldStream
