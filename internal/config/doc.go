@@ -1,0 +1,84 @@
+// Package config loads plantgate's YAML config file strictly: every key is
+// known, every value has the right type, every reference resolves, and
+// every problem is reported with its file, line, column and field path.
+//
+// # Schema
+//
+// The top level holds these sections:
+//
+//	gateway:  id (required), data_dir, drain_timeout, queue {...}
+//	log:      level, format
+//	http:     listen, admin_token (a secret)
+//	fo:       <env>: F&O environments (url, tenant_id, client_id, credentials, ...)
+//	sources:  <name>: {type: <source type>, startup: ..., <plugin keys>}
+//	sinks:    <name>: {type: <sink type>, startup: ..., max_batch, parallelism, retry, <plugin keys>}
+//	flows:    <name>: {from, when, key, id, map, to, expect {rate, urgent}}
+//
+// gateway, sources, sinks and flows are required, and there must be at
+// least one flow. Top-level keys starting with "x-" are ignored; they are a
+// place to define YAML anchors for use elsewhere. Instance names (fo
+// environments, sources, sinks, flows) match [a-z0-9][a-z0-9_-]* with at
+// most 64 characters: a (flow, sink) pair names a queue stream "flow.sink".
+// The *Order slices of Config keep the file order of each section.
+//
+// Flow expressions (when, key, id and the values of map) are kept as Expr
+// with their position and compiled by the flow engine, which reports its
+// errors at that position. to takes a sink name or a list of them; expect
+// rate is "<number>/s", "/m" or "/h".
+//
+// # Plugin settings
+//
+// A source's or sink's keys besides type and startup (and, for a sink, the
+// runner keys) are decoded into the struct that Options.SourceConfig or
+// SinkConfig returns for its type, with the plugin's defaults already set,
+// and stored in Plugin.Settings. Plugin structs use the same tags as the
+// core types:
+//
+//	yaml:"name"        the key (default: the lowercased field name); "-" skips the field
+//	required:"true"    the key must be present
+//	default:"15m"      the value when the key is absent and the field is zero
+//	enum:"json,csv"    the allowed values of a string
+//	min:"1"            the least value of a number, Duration or Size
+//	ref:"fo"           a string (or []string) naming an fo environment; also source, sink, flow
+//
+// Supported field types are strings, bools, integers, floats, Duration
+// ("15m", "1d12h"), time.Duration (the same syntax), Size ("512MiB", "10MB",
+// "1024"), logging.Secret, Expr, structs and pointers to structs,
+// map[string]T, []T ([]string also takes a single string), any (decoded as
+// plain maps, lists and scalars), encoding.TextUnmarshaler, and
+// Unmarshaler for anything else. After decoding, a struct implementing
+// Validator is validated, and settings implementing ConfigValidator are
+// checked against the whole config.
+//
+// # Strictness
+//
+// Unknown keys (the message lists the valid ones), duplicate keys, wrong
+// types, bad durations and sizes, missing required keys, values outside an
+// enum, several YAML documents in one file and tabs in indentation are all
+// errors. Anchors, aliases and merge keys ("<<: *defaults") are resolved;
+// an alias that refers to its own value, or aliases expanding to far more
+// nodes than the file holds (a "billion laughs"), are errors.
+//
+// # Secrets
+//
+// A logging.Secret field takes ${env:NAME} (the environment variable), or
+// ${file:PATH} (the file's contents without the trailing newline; systemd
+// credentials under $CREDENTIALS_DIRECTORY are plain files), or a literal,
+// which is accepted with a warning. Plain strings expand ${env:NAME} too
+// ("$${" writes a literal "${"); ${file:...} is only accepted as a whole
+// secret. An unset variable or an unreadable or empty file is an error that
+// names the reference. No error, warning or Redacted output ever contains a
+// secret's value.
+//
+// # Errors
+//
+// Load and Parse report every problem they find, sorted by line, as Errors,
+// one per line:
+//
+//	plantgate.yaml:12:5: sources.mes.colour: unknown key "colour" (valid: type, startup, broker, ...)
+//
+// IsConfigError recognises them (including an unreadable file), so the
+// command can exit with status 78 (EX_CONFIG); AsProblems returns them as
+// values. Problems that do not stop the gateway (a literal secret, a source
+// no flow reads, a sink no flow writes to) are in Config.Warnings.
+package config
