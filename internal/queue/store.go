@@ -121,6 +121,7 @@ type Store struct {
 }
 
 type streamState struct {
+	wake            chan struct{} // closed and replaced when records are appended
 	count, bytes    int64
 	dead, deadBytes int64
 	reserved        int64
@@ -304,6 +305,18 @@ func (s *Store) stream(name string) *streamState {
 	return st
 }
 
+// Wait returns a channel that is closed the next time records are
+// appended (or replayed) to stream. Runners select on it instead of polling.
+func (s *Store) Wait(stream string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stream(stream)
+	if st.wake == nil {
+		st.wake = make(chan struct{})
+	}
+	return st.wake
+}
+
 // signalSpace wakes appenders blocked on a full queue. Call with mu held.
 func (s *Store) signalSpace() {
 	if s.blocked > 0 {
@@ -460,6 +473,10 @@ func (s *Store) commit(batch []*request) {
 		if errs[i] == nil {
 			for name, d := range ds[i].m {
 				st := s.stream(name)
+				if d.count > 0 && st.wake != nil {
+					close(st.wake)
+					st.wake = nil
+				}
 				st.count += d.count
 				st.bytes += d.bytes
 				st.dead += d.dead

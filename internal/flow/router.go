@@ -1,0 +1,254 @@
+package flow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/expr-lang/expr/vm"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/plantgate/plantgate/internal/logging"
+	"github.com/plantgate/plantgate/internal/pipeline"
+	"github.com/plantgate/plantgate/internal/queue"
+)
+
+// Queue is what the engine needs of the queue; *queue.Store implements it.
+type Queue interface {
+	Append(ctx context.Context, entries []queue.Entry, states ...queue.StateWrite) (queue.AppendResult, error)
+	AddDead(ctx context.Context, stream string, recs []pipeline.Record, reasons []string) error
+	Lease(stream string, max int, ttl time.Duration) ([]pipeline.Record, error)
+	Ack(ctx context.Context, stream string, seqs []uint64, states ...queue.StateWrite) error
+	Nack(stream string, seqs []uint64)
+	DeadLetter(ctx context.Context, stream string, dead []queue.Dead, states ...queue.StateWrite) error
+	Wait(stream string) <-chan struct{}
+}
+
+var _ Queue = (*queue.Store)(nil)
+
+// Metrics are the engine's Prometheus collectors.
+type Metrics struct {
+	Messages     *prometheus.CounterVec
+	Unmatched    *prometheus.CounterVec
+	Duplicates   *prometheus.CounterVec
+	Appended     *prometheus.CounterVec
+	DeadLettered *prometheus.CounterVec
+	Delivered    *prometheus.CounterVec
+	Retries      *prometheus.CounterVec
+	WriteSeconds *prometheus.HistogramVec
+}
+
+// NewMetrics registers the engine's collectors on reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Messages:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_source_messages_total", Help: "Messages emitted by each source."}, []string{"source"}),
+		Unmatched:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_source_unmatched_total", Help: "Messages no flow matched."}, []string{"source"}),
+		Duplicates:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_queue_duplicates_total", Help: "Records dropped because their id was seen within the dedup window."}, []string{"stream"}),
+		Appended:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_queue_appended_total", Help: "Records appended to each stream."}, []string{"stream"}),
+		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_dead_lettered_total", Help: "Records and messages dead-lettered."}, []string{"stream"}),
+		Delivered:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_sink_delivered_total", Help: "Records delivered and acked."}, []string{"stream"}),
+		Retries:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_sink_retries_total", Help: "Write attempts that will be retried, by cause."}, []string{"stream", "cause"}),
+		WriteSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "plantgate_sink_write_duration_seconds", Help: "Duration of sink writes.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"stream"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.Messages, m.Unmatched, m.Duplicates, m.Appended, m.DeadLettered, m.Delivered, m.Retries, m.WriteSeconds} {
+			reg.MustRegister(c)
+		}
+	}
+	return m
+}
+
+// Router turns the messages of sources into queue entries according to the
+// compiled flows.
+type Router struct {
+	q       Queue
+	flows   map[string][]*Flow // by source
+	log     zerolog.Logger
+	m       *Metrics
+	now     func() time.Time
+}
+
+// NewRouter builds a router for flows over q.
+func NewRouter(q Queue, flows []*Flow, log zerolog.Logger, m *Metrics) *Router {
+	r := &Router{q: q, flows: map[string][]*Flow{}, log: log, m: m, now: time.Now}
+	if r.m == nil {
+		r.m = NewMetrics(nil)
+	}
+	for _, f := range flows {
+		r.flows[f.Source] = append(r.flows[f.Source], f)
+	}
+	return r
+}
+
+// Emitter returns the emitter handed to source's Run.
+func (r *Router) Emitter(source string) pipeline.Emitter { return &emitter{r: r, source: source} }
+
+type emitter struct {
+	r      *Router
+	source string
+}
+
+// Emit implements pipeline.Emitter.
+func (e *emitter) Emit(ctx context.Context, msgs ...pipeline.Message) error {
+	return e.r.route(ctx, e.source, msgs)
+}
+
+// Route maps msgs without queueing them; check-config and tests use it to
+// show what a message would become.
+func (r *Router) Route(source string, m pipeline.Message) ([]queue.Entry, []error) {
+	var entries []queue.Entry
+	var errs []error
+	for _, f := range r.flows[source] {
+		rec, ok, err := f.apply(source, m)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("flow %s: %w", f.Name, err))
+			continue
+		}
+		if !ok {
+			continue
+		}
+		for _, s := range f.Sinks {
+			rr := rec
+			rr.Stream = StreamName(f.Name, s)
+			entries = append(entries, queue.Entry{Stream: rr.Stream, Record: rr})
+		}
+	}
+	return entries, errs
+}
+
+func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Message) error {
+	var entries []queue.Entry
+	var dead []pipeline.Record
+	var reasons []string
+	unmatched := 0
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Time.IsZero() {
+			m.Time = r.now().UTC()
+		}
+		if m.DecodeErr != nil {
+			dead = append(dead, pipeline.Record{Source: source, Time: m.Time, Raw: m.Raw, Meta: m.Meta})
+			reasons = append(reasons, "decode: "+m.DecodeErr.Error())
+			continue
+		}
+		es, errs := r.Route(source, *m)
+		for _, err := range errs {
+			dead = append(dead, pipeline.Record{Source: source, Time: m.Time, Raw: m.Raw, Meta: m.Meta})
+			reasons = append(reasons, err.Error())
+		}
+		if len(es) == 0 && len(errs) == 0 {
+			unmatched++
+		}
+		entries = append(entries, es...)
+	}
+	r.m.Messages.WithLabelValues(source).Add(float64(len(msgs)))
+	if unmatched > 0 {
+		r.m.Unmatched.WithLabelValues(source).Add(float64(unmatched))
+	}
+	// Dead letters first: if the process dies between the two commits the
+	// upstream redelivers (nothing was acked) and ids keep records single.
+	if len(dead) > 0 {
+		stream := SourceDeadStream(source)
+		if err := r.q.AddDead(ctx, stream, dead, reasons); err != nil {
+			return fmt.Errorf("dead-letter %d messages: %w", len(dead), err)
+		}
+		r.m.DeadLettered.WithLabelValues(stream).Add(float64(len(dead)))
+		for _, why := range reasons {
+			r.log.Warn().Str(logging.FieldSource, source).Str(logging.FieldReason, why).Msg("message dead-lettered")
+		}
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	res, err := r.q.Append(ctx, entries)
+	if err != nil {
+		return fmt.Errorf("append %d records: %w", len(entries), err)
+	}
+	for i, e := range entries {
+		if res.Seqs[i] == 0 {
+			r.m.Duplicates.WithLabelValues(e.Stream).Inc()
+		} else {
+			r.m.Appended.WithLabelValues(e.Stream).Inc()
+		}
+	}
+	return nil
+}
+
+// apply evaluates the flow for one message: ok is false when "when" did not match.
+func (f *Flow) apply(source string, m pipeline.Message) (rec pipeline.Record, ok bool, err error) {
+	env := envPool.Get().(map[string]any)
+	defer func() {
+		clear(env)
+		envPool.Put(env)
+		if p := recover(); p != nil {
+			err = fmt.Errorf("expression panicked: %v", p)
+			ok = false
+		}
+	}()
+	payload, isMap := m.Payload.(map[string]any)
+	if !isMap {
+		payload = map[string]any{"value": m.Payload}
+	}
+	meta := m.Meta
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	topic, _ := meta["topic"].(string)
+	env["payload"], env["meta"], env["topic"], env["raw"], env["received_at"], env["source"] = payload, meta, topic, string(m.Raw), m.Time, source
+	if f.when != nil {
+		v, err := vm.Run(f.when, env)
+		if err != nil {
+			return rec, false, &evalErr{field: "when", src: f.cfg.When.Src, err: err}
+		}
+		if b, _ := v.(bool); !b {
+			return rec, false, nil
+		}
+	}
+	rec = pipeline.Record{Source: source, Time: m.Time, Meta: m.Meta}
+	if f.key != nil {
+		if rec.Key, err = evalString(f.key, env, "key", f.cfg.Key.Src); err != nil {
+			return rec, false, err
+		}
+	}
+	if f.id != nil {
+		if rec.ID, err = evalString(f.id, env, "id", f.cfg.ID.Src); err != nil {
+			return rec, false, err
+		}
+	}
+	if len(f.fields) == 0 {
+		rec.Fields = payload
+		return rec, true, nil
+	}
+	rec.Fields = make(map[string]any, len(f.fields))
+	for _, cf := range f.fields {
+		v, err := vm.Run(cf.prog, env)
+		if err != nil {
+			return rec, false, &evalErr{field: "map." + cf.name, src: cf.src, err: err}
+		}
+		if v == nil {
+			return rec, false, &evalErr{field: "map." + cf.name, src: cf.src}
+		}
+		rec.Fields[cf.name] = v
+	}
+	return rec, true, nil
+}
+
+func evalString(p *vm.Program, env map[string]any, field, src string) (string, error) {
+	v, err := vm.Run(p, env)
+	if err != nil {
+		return "", &evalErr{field: field, src: src, err: err}
+	}
+	if v == nil {
+		return "", &evalErr{field: field, src: src}
+	}
+	if s, ok := v.(string); ok {
+		if s == "" {
+			return "", &evalErr{field: field, src: src, err: errors.New("empty string")}
+		}
+		return s, nil
+	}
+	return fmt.Sprint(v), nil
+}
