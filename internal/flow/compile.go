@@ -178,4 +178,3 @@ func (e *evalErr) Error() string {
 	}
 	return fmt.Sprintf("%s: expression %q: %s", e.field, e.src, firstLine(e.err.Error()))
 }
-

@@ -28,7 +28,9 @@ func openQueue(t *testing.T) *queue.Store {
 	return s
 }
 
-func ex(src string) config.Expr { return config.Expr{Src: src, Pos: config.Pos{File: "p.yaml", Line: 10, Column: 11}} }
+func ex(src string) config.Expr {
+	return config.Expr{Src: src, Pos: config.Pos{File: "p.yaml", Line: 10, Column: 11}}
+}
 
 func testConfig() *config.Config {
 	return &config.Config{

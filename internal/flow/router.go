@@ -64,11 +64,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // Router turns the messages of sources into queue entries according to the
 // compiled flows.
 type Router struct {
-	q       Queue
-	flows   map[string][]*Flow // by source
-	log     zerolog.Logger
-	m       *Metrics
-	now     func() time.Time
+	q     Queue
+	flows map[string][]*Flow // by source
+	log   zerolog.Logger
+	m     *Metrics
+	now   func() time.Time
 }
 
 // NewRouter builds a router for flows over q.

@@ -1,11 +1,11 @@
 package queue
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
-	"bytes"
 
 	"github.com/plantgate/plantgate/internal/pipeline"
 )
