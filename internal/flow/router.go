@@ -28,6 +28,8 @@ type Queue interface {
 
 var _ Queue = (*queue.Store)(nil)
 
+var _ pipeline.StateEmitter = (*emitter)(nil)
+
 // Metrics are the engine's Prometheus collectors.
 type Metrics struct {
 	Messages     *prometheus.CounterVec
@@ -93,8 +95,23 @@ type emitter struct {
 
 // Emit implements pipeline.Emitter.
 func (e *emitter) Emit(ctx context.Context, msgs ...pipeline.Message) error {
-	return e.r.route(ctx, e.source, msgs)
+	return e.r.route(ctx, e.source, msgs, nil)
 }
+
+// EmitWithState implements pipeline.StateEmitter.
+func (e *emitter) EmitWithState(ctx context.Context, states []pipeline.StateWrite, msgs ...pipeline.Message) error {
+	ws := make([]queue.StateWrite, len(states))
+	for i, s := range states {
+		ws[i] = queue.StateWrite{Scope: SourceStateScope(e.source), Name: s.Name, Value: s.Value, Delete: s.Delete}
+	}
+	return e.r.route(ctx, e.source, msgs, ws)
+}
+
+// SourceStateScope is the queue state scope of a source.
+func SourceStateScope(source string) string { return "source." + source }
+
+// SinkStateScope is the queue state scope of a sink.
+func SinkStateScope(sink string) string { return "sink." + sink }
 
 // Route maps msgs without queueing them; check-config and tests use it to
 // show what a message would become.
@@ -119,7 +136,7 @@ func (r *Router) Route(source string, m pipeline.Message) ([]queue.Entry, []erro
 	return entries, errs
 }
 
-func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Message) error {
+func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Message, states []queue.StateWrite) error {
 	var entries []queue.Entry
 	var dead []pipeline.Record
 	var reasons []string
@@ -160,10 +177,10 @@ func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Messa
 			r.log.Warn().Str(logging.FieldSource, source).Str(logging.FieldReason, why).Msg("message dead-lettered")
 		}
 	}
-	if len(entries) == 0 {
+	if len(entries) == 0 && len(states) == 0 {
 		return nil
 	}
-	res, err := r.q.Append(ctx, entries)
+	res, err := r.q.Append(ctx, entries, states...)
 	if err != nil {
 		return fmt.Errorf("append %d records: %w", len(entries), err)
 	}

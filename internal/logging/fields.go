@@ -37,3 +37,15 @@ const (
 	FieldRoute       = "route"
 	FieldLevel       = "level"
 )
+
+// Field names added for the fo-emulator.
+const (
+	FieldTenant    = "tenant"
+	FieldBlobMode  = "blob_mode"
+	FieldState     = "state"
+	FieldThrottle  = "throttle"
+	FieldThrottled = "throttled"
+	FieldOrder     = "production_order"
+	FieldBlob      = "blob"
+	FieldSet       = "entity_set"
+)

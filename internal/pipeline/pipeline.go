@@ -150,3 +150,21 @@ type SinkFactory struct {
 	NewConfig func() any
 	New       func(cfg any, env Env) (Sink, error)
 }
+
+// StateWrite sets (or with Delete removes) one named value of a source's
+// durable state.
+type StateWrite struct {
+	Name   string
+	Value  []byte
+	Delete bool
+}
+
+// StateEmitter is implemented by the engine's emitters. A source whose
+// progress must match its records exactly (a file offset, an OPC UA
+// counter's last value) writes that progress in the same transaction as the
+// records, so after a crash both are there or neither is. The state is
+// read back through Env.State.
+type StateEmitter interface {
+	Emitter
+	EmitWithState(ctx context.Context, states []StateWrite, msgs ...Message) error
+}

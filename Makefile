@@ -1,0 +1,83 @@
+# plantgate build, test and packaging targets. `make help` lists them.
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+PKG      = github.com/plantgate/plantgate
+LDFLAGS  = -s -w -X $(PKG)/internal/buildinfo.Version=$(VERSION) -X $(PKG)/internal/buildinfo.Commit=$(COMMIT) -X $(PKG)/internal/buildinfo.Date=$(DATE)
+GOBUILD  = CGO_ENABLED=0 go build -trimpath -mod=readonly -ldflags "$(LDFLAGS)"
+TOOLS    = $(CURDIR)/.tools
+GOBIN_TOOLS = $(TOOLS)/bin
+GOLANGCI_VERSION = v2.15.0
+GOFUMPT_VERSION  = v0.9.2
+NFPM_VERSION     = v2.45.2
+# Test timeout for the whole suite; the suite itself is kept well under it.
+TEST_TIMEOUT ?= 15m
+
+export PATH := $(GOBIN_TOOLS):$(PATH)
+export PLANTGATE_TOOLS := $(TOOLS)
+
+.PHONY: help build build-all test test-short test-integration bench e2e-long fuzz lint fmt vet tidy-check tools package check-systemd demo clean
+
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+build: ## static binaries in bin/ (plantgate, fo-emulator)
+	@mkdir -p bin
+	$(GOBUILD) -o bin/plantgate ./cmd/plantgate
+	@if [ -d cmd/fo-emulator ] && ls cmd/fo-emulator/*.go >/dev/null 2>&1; then $(GOBUILD) -o bin/fo-emulator ./cmd/fo-emulator; fi
+	@ls -l bin/ && file bin/plantgate 2>/dev/null || true
+
+build-all: ## cross-compile plantgate for amd64, arm64 and armv7
+	@mkdir -p dist
+	GOOS=linux GOARCH=amd64 $(GOBUILD) -o dist/plantgate-linux-amd64 ./cmd/plantgate
+	GOOS=linux GOARCH=arm64 $(GOBUILD) -o dist/plantgate-linux-arm64 ./cmd/plantgate
+	GOOS=linux GOARCH=arm GOARM=7 $(GOBUILD) -o dist/plantgate-linux-armv7 ./cmd/plantgate
+
+tools: ## install the real peers the tests use (mosquitto, Azurite, node-opcua)
+	@scripts/install-test-tools.sh "$(TOOLS)"
+
+test: tools ## all tests with the race detector, against real peers
+	go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test-short: ## unit tests only, no external peers
+	go test -race -short -count=1 ./...
+
+test-integration: tools ## only the TestIntegration* tests
+	go test -race -count=1 -timeout $(TEST_TIMEOUT) -run Integration ./...
+
+bench: tools ## benchmarks and the long crash test; figures go to bench.out
+	go test -run '^$$' -bench . -benchtime 3s -timeout 30m ./... | tee bench.out
+	go test -count=1 -run TestCrashSafetyUnderSIGKILL -timeout 30m ./internal/queue/ -crash.kills=500 -v | tail -3 | tee -a bench.out
+
+e2e-long: tools ## long soak and fault runs (not part of make test)
+	PLANTGATE_LONG=1 go test -race -count=1 -timeout 60m -run 'Long' ./...
+
+fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
+	@scripts/fuzz-all.sh $${FUZZTIME:-30s}
+
+lint: ## golangci-lint (installed through the Go module proxy)
+	@test -x $(GOBIN_TOOLS)/golangci-lint || GOBIN=$(GOBIN_TOOLS) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	$(GOBIN_TOOLS)/golangci-lint run ./...
+
+fmt: ## gofumpt the tree
+	@test -x $(GOBIN_TOOLS)/gofumpt || GOBIN=$(GOBIN_TOOLS) go install mvdan.cc/gofumpt@$(GOFUMPT_VERSION)
+	$(GOBIN_TOOLS)/gofumpt -w $$(git ls-files '*.go')
+
+vet: ## go vet
+	go vet ./...
+
+tidy-check: ## go.mod and go.sum are tidy
+	go mod tidy && git diff --exit-code go.mod go.sum
+
+package: build ## build the .deb with nfpm
+	@test -x $(GOBIN_TOOLS)/nfpm || GOBIN=$(GOBIN_TOOLS) go install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+	@mkdir -p dist
+	VERSION=$(VERSION) $(GOBIN_TOOLS)/nfpm pkg -f packaging/nfpm.yaml -p deb -t dist/
+	dpkg-deb -c dist/*.deb
+
+check-systemd: ## systemd-analyze verify the unit (where systemd is present)
+	@if command -v systemd-analyze >/dev/null; then systemd-analyze verify systemd/plantgate.service; else echo "systemd-analyze not installed; skipped"; fi
+
+clean: ## remove build outputs
+	rm -rf bin dist bench.out

@@ -1,0 +1,173 @@
+// Command plantgate is the plant-floor gateway: it collects MES and machine
+// signals, keeps them in a durable local queue, and delivers them to
+// Dynamics 365 F&O.
+//
+//	plantgate run -c /etc/plantgate/plantgate.yaml
+//	plantgate check-config -c FILE [--print]
+//	plantgate version
+//	plantgate queue stats|list|dead|replay|purge|check|compact -c FILE [flags]
+//
+// Exit codes: 0 success, 1 failure, 2 usage, 75 queue locked by a running
+// gateway, 78 configuration error (systemd's RestartPreventExitStatus).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/plantgate/plantgate/internal/app"
+	"github.com/plantgate/plantgate/internal/buildinfo"
+	"github.com/plantgate/plantgate/internal/config"
+	"github.com/plantgate/plantgate/internal/logging"
+	"github.com/plantgate/plantgate/internal/queue"
+	_ "github.com/plantgate/plantgate/plugins/all"
+)
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitFailure  = 1
+	exitUsage    = 2
+	exitTempFail = 75 // EX_TEMPFAIL: the queue is locked by a running gateway
+	exitConfig   = 78 // EX_CONFIG
+)
+
+const usage = `plantgate: the plant-floor gateway to Dynamics 365 F&O
+
+Usage:
+  plantgate run -c FILE              run the gateway
+  plantgate check-config -c FILE     check a config file; --print shows the effective config
+  plantgate version                  print the version
+  plantgate queue SUBCOMMAND -c FILE work on the queue of a stopped gateway:
+      stats                          records, bytes, dead letters and oldest age per stream
+      list   --stream S [--after N] [--limit N]   pending records
+      dead   [--stream S] [--after N] [--limit N] dead letters with their reasons
+      replay --stream S [--seq N,...]             move dead letters back for delivery
+      purge  --stream S (--dead|--items|--all) [--seq N,...] --yes   delete records
+      check                          verify the file, every record and the counters
+      compact                        rewrite the file to return drained space
+
+Exit codes: 0 ok, 1 failure, 2 usage, 75 queue locked by a running gateway, 78 config error.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stdout, stderr)
+	case "check-config", "-check-config", "--check-config":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, buildinfo.String("plantgate"))
+		return exitOK
+	case "queue":
+		return cmdQueue(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "plantgate: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+}
+
+func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("plantgate "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := fs.String("c", "/etc/plantgate/plantgate.yaml", "config file")
+	fs.StringVar(cfg, "config", "/etc/plantgate/plantgate.yaml", "config file")
+	return fs, cfg
+}
+
+// reportConfigError prints every config problem and returns exit 78.
+func reportConfigError(err error, stderr io.Writer) int {
+	if probs := config.AsProblems(err); len(probs) > 0 {
+		for _, p := range probs {
+			fmt.Fprintln(stderr, p.String())
+		}
+		fmt.Fprintf(stderr, "plantgate: %d config problem(s)\n", len(probs))
+	} else {
+		fmt.Fprintln(stderr, "plantgate:", err)
+	}
+	return exitConfig
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs, cfgPath := newFlags("run", stderr)
+	level := fs.String("log-level", "", "override log.level (trace, debug, info, warn, error)")
+	format := fs.String("log-format", "", "override log.format (auto, json, console)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	cfg, flows, err := app.LoadConfig(*cfgPath)
+	if err != nil {
+		return reportConfigError(err, stderr)
+	}
+	lo := logging.Options{Level: cfg.Log.Level, Format: logging.Format(cfg.Log.Format), Writer: stdout}
+	if *level != "" {
+		lo.Level = *level
+	}
+	if *format != "" {
+		lo.Format = logging.Format(*format)
+	}
+	log, err := logging.New(lo)
+	if err != nil {
+		fmt.Fprintln(stderr, "plantgate:", err)
+		return exitUsage
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn().Str(logging.FieldPath, w.Pos.String()).Msg(w.Msg)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := app.New(cfg, flows, log).Run(ctx); err != nil {
+		log.Error().Err(err).Msg("gateway failed")
+		if errors.Is(err, queue.ErrLocked) {
+			return exitTempFail
+		}
+		return exitFailure
+	}
+	return exitOK
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	fs, cfgPath := newFlags("check-config", stderr)
+	print := fs.Bool("print", false, "print the effective config (defaults filled in, secrets redacted)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	cfg, flows, err := app.LoadConfig(*cfgPath)
+	if err != nil {
+		return reportConfigError(err, stderr)
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w.String())
+	}
+	if *print {
+		b, err := cfg.Redacted()
+		if err != nil {
+			fmt.Fprintln(stderr, "plantgate:", err)
+			return exitFailure
+		}
+		_, _ = stdout.Write(b)
+	}
+	streams := 0
+	for _, f := range flows {
+		streams += len(f.Sinks)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d sources, %d sinks, %d flows, %d streams)\n", *cfgPath, len(cfg.Sources), len(cfg.Sinks), len(flows), streams)
+	return exitOK
+}

@@ -1,0 +1,369 @@
+// Package app wires a config into a running gateway: it opens the queue,
+// builds sinks, sink runners and sources from the plugin registries, serves
+// HTTP, and stops everything in reverse order.
+//
+//	Run: queue.Open -> sinks (New, probe) -> runners (drain backlog) -> sources -> HTTP -> READY
+//	Stop: sources (cancel, wait) -> runners (finish batch within drain_timeout,
+//	      release leases) -> sinks Close -> HTTP -> queue.Close
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+
+	"github.com/plantgate/plantgate/internal/backoff"
+	"github.com/plantgate/plantgate/internal/buildinfo"
+	"github.com/plantgate/plantgate/internal/config"
+	"github.com/plantgate/plantgate/internal/flow"
+	"github.com/plantgate/plantgate/internal/logging"
+	"github.com/plantgate/plantgate/internal/pipeline"
+	"github.com/plantgate/plantgate/internal/queue"
+	"github.com/plantgate/plantgate/internal/sdnotify"
+	"github.com/plantgate/plantgate/plugins/inputs"
+	"github.com/plantgate/plantgate/plugins/outputs"
+)
+
+// ConfigOptions returns the config loader options backed by the plugin
+// registries.
+func ConfigOptions() config.Options {
+	return config.Options{
+		SourceConfig: inputs.NewConfig, SinkConfig: outputs.NewConfig,
+		SourceTypes: inputs.Types, SinkTypes: outputs.Types,
+	}
+}
+
+// LoadConfig loads and fully checks a config file: the strict decode, then
+// the compilation of every flow expression. Every problem is returned as
+// config.Errors.
+func LoadConfig(path string) (*config.Config, []*flow.Flow, error) {
+	cfg, err := config.Load(path, ConfigOptions())
+	if err != nil {
+		return nil, nil, err
+	}
+	flows, err := flow.Compile(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Warnings = append(cfg.Warnings, PatternAdvice(cfg)...)
+	return cfg, flows, nil
+}
+
+// QueuePath is where the queue file of cfg lives.
+func QueuePath(cfg *config.Config) string { return filepath.Join(cfg.Gateway.DataDir, "queue.db") }
+
+// QueueOptions maps the config to queue options.
+func QueueOptions(cfg *config.Config, log zerolog.Logger) queue.Options {
+	q := cfg.Gateway.Queue
+	o := queue.Options{
+		MaxBytes: int64(q.MaxBytes), StreamMaxBytes: int64(q.StreamMaxBytes), MaxRecordBytes: int(q.MaxRecordBytes),
+		DedupWindow: q.DedupWindow.D(), LeaseTimeout: q.LeaseTimeout.D(), CommitMaxRecords: q.CommitMaxRecords,
+		CommitMaxDelay: q.CommitMaxDelay.D(), CompactMinBytes: int64(q.CompactMinBytes), Log: log,
+	}
+	if q.OnFull == "reject" {
+		o.OnFull = queue.Reject
+	}
+	return o
+}
+
+// App is a running gateway.
+type App struct {
+	cfg   *config.Config
+	flows []*flow.Flow
+	log   zerolog.Logger
+	reg   *prometheus.Registry
+	m     *flow.Metrics
+
+	store   *queue.Store
+	router  *flow.Router
+	sinks   map[string]pipeline.Sink
+	sources map[string]pipeline.Source
+	runners []*flow.Runner
+	started time.Time
+
+	mu         sync.Mutex
+	components map[string]*componentState
+	ready      bool
+	httpAddr   net.Addr
+}
+
+type componentState struct {
+	Kind      string    `json:"kind"`
+	Name      string    `json:"name"`
+	Type      string    `json:"type"`
+	Up        bool      `json:"up"`
+	LastError string    `json:"last_error,omitempty"`
+	Since     time.Time `json:"since"`
+	plugin    any
+}
+
+// New prepares an app from a loaded config. It builds nothing that does
+// I/O; Run does.
+func New(cfg *config.Config, flows []*flow.Flow, log zerolog.Logger) *App {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &App{cfg: cfg, flows: flows, log: log, reg: reg, m: flow.NewMetrics(reg),
+		sinks: map[string]pipeline.Sink{}, sources: map[string]pipeline.Source{}, components: map[string]*componentState{}}
+}
+
+// HTTPAddr returns the address the HTTP server listens on, once started.
+func (a *App) HTTPAddr() net.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.httpAddr
+}
+
+func (a *App) setComponent(kind, name, typ string, up bool, err error, plugin any) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	key := kind + "/" + name
+	c := a.components[key]
+	if c == nil {
+		c = &componentState{Kind: kind, Name: name, Type: typ, plugin: plugin, Since: time.Now().UTC()}
+		a.components[key] = c
+	}
+	if c.Up != up {
+		c.Since = time.Now().UTC()
+	}
+	c.Up = up
+	if plugin != nil {
+		c.plugin = plugin
+	}
+	if err != nil {
+		c.LastError = logging.RedactText(err.Error())
+	} else if up {
+		c.LastError = ""
+	}
+}
+
+// Run starts the gateway and blocks until ctx is cancelled, then stops it.
+// A returned error means the gateway could not start (or a component with
+// startup: error failed).
+func (a *App) Run(ctx context.Context) error {
+	a.started = time.Now()
+	if err := os.MkdirAll(a.cfg.Gateway.DataDir, 0o750); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	qlog := logging.Component(a.log, "queue", "", "")
+	store, err := queue.Open(QueuePath(a.cfg), QueueOptions(a.cfg, qlog))
+	if err != nil {
+		return err
+	}
+	a.store = store
+	defer func() {
+		if err := store.Close(); err != nil {
+			a.log.Error().Err(err).Msg("close queue")
+		}
+	}()
+	a.reg.MustRegister(newQueueCollector(store))
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "plantgate_build_info", Help: "Build information.",
+		ConstLabels: prometheus.Labels{"version": buildinfo.Version, "commit": buildinfo.Commit}}, func() float64 { return 1 }))
+	a.reg.MustRegister(newComponentCollector(a))
+	a.router = flow.NewRouter(store, a.flows, logging.Component(a.log, "router", "", ""), a.m)
+
+	// Sinks.
+	for _, name := range a.cfg.SinkOrder {
+		pc := a.cfg.Sinks[name]
+		f, _ := outputs.Lookup(pc.Type)
+		s, err := f.New(pc.Settings, a.env("sink", name, pc.Type, flow.SinkStateScope(name)))
+		if err != nil {
+			return fmt.Errorf("sink %s: %w", name, err)
+		}
+		a.sinks[name] = s
+		a.setComponent("sink", name, pc.Type, true, nil, s)
+		if err := a.probe(ctx, "sink", name, pc, s); err != nil {
+			return err
+		}
+	}
+	defer a.closeAll("sink", a.sinks)
+
+	// Runners: one per (flow, sink) stream.
+	runCtx, stopRunners := context.WithCancel(context.WithoutCancel(ctx))
+	var runnersWG sync.WaitGroup
+	defer func() {
+		stopRunners()
+		runnersWG.Wait()
+	}()
+	for _, fl := range a.flows {
+		for _, sn := range fl.Sinks {
+			pc := a.cfg.Sinks[sn]
+			stream := flow.StreamName(fl.Name, sn)
+			r := flow.NewRunner(flow.RunnerConfig{
+				Stream: stream, MaxBatch: pc.Runner.MaxBatch, Parallelism: pc.Runner.Parallelism,
+				Retry:        backoff.Policy{Initial: pc.Runner.Retry.Initial.D(), Max: pc.Runner.Retry.Max.D()},
+				DrainTimeout: a.cfg.Gateway.DrainTimeout.D(),
+			}, store, a.sinks[sn], logging.Component(a.log, "runner", pc.Type, sn).With().Str(logging.FieldFlow, fl.Name).Logger(), a.m)
+			a.runners = append(a.runners, r)
+			runnersWG.Add(1)
+			go func() {
+				defer runnersWG.Done()
+				if err := r.Run(runCtx); err != nil {
+					a.log.Error().Err(err).Str(logging.FieldStream, stream).Msg("runner stopped")
+				}
+			}()
+		}
+	}
+
+	// Sources.
+	srcCtx, stopSources := context.WithCancel(ctx)
+	var sourcesWG sync.WaitGroup
+	fatal := make(chan error, len(a.cfg.SourceOrder))
+	for _, name := range a.cfg.SourceOrder {
+		pc := a.cfg.Sources[name]
+		f, _ := inputs.Lookup(pc.Type)
+		src, err := f.New(pc.Settings, a.env("source", name, pc.Type, flow.SourceStateScope(name)))
+		if err != nil {
+			stopSources()
+			return fmt.Errorf("source %s: %w", name, err)
+		}
+		a.sources[name] = src
+		a.setComponent("source", name, pc.Type, true, nil, src)
+		sourcesWG.Add(1)
+		go func() {
+			defer sourcesWG.Done()
+			a.runSource(srcCtx, name, pc, src, fatal)
+		}()
+	}
+	defer a.closeAll("source", a.sources)
+
+	srv, err := a.startHTTP()
+	if err != nil {
+		stopSources()
+		sourcesWG.Wait()
+		return err
+	}
+	a.mu.Lock()
+	a.ready = true
+	a.mu.Unlock()
+	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
+		a.log.Warn().Err(err).Msg("notify systemd")
+	}
+	a.log.Info().Str(logging.FieldVersion, buildinfo.Version).Int("flows", len(a.flows)).Int("streams", len(a.runners)).
+		Str(logging.FieldPath, QueuePath(a.cfg)).Msg("gateway started")
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-fatal:
+	}
+	_, _ = sdnotify.Notify(sdnotify.Stopping)
+	a.log.Info().Msg("gateway stopping")
+	a.mu.Lock()
+	a.ready = false
+	a.mu.Unlock()
+	stopSources()
+	sourcesWG.Wait()
+	stopRunners()
+	runnersWG.Wait()
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}
+	a.log.Info().Msg("gateway stopped")
+	return runErr
+}
+
+func (a *App) env(kind, name, typ, scope string) pipeline.Env {
+	return pipeline.Env{
+		Name:    name,
+		Log:     logging.Component(a.log, kind, typ, name),
+		Metrics: a.reg,
+		Now:     time.Now,
+		State:   a.store.Scope(scope),
+	}
+}
+
+func (a *App) probe(ctx context.Context, kind, name string, pc *config.Plugin, p any) error {
+	pr, ok := p.(pipeline.Prober)
+	if !ok || pc.Startup == "retry" {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := pr.Probe(pctx)
+	if err == nil {
+		return nil
+	}
+	a.setComponent(kind, name, pc.Type, false, err, nil)
+	if pc.Startup == "error" {
+		return fmt.Errorf("%s %s: startup probe: %w", kind, name, err)
+	}
+	a.log.Warn().Err(err).Str(logging.FieldInstance, name).Msg("startup probe failed; continuing")
+	return nil
+}
+
+// runSource runs a source, restarting it with backoff when it fails.
+func (a *App) runSource(ctx context.Context, name string, pc *config.Plugin, src pipeline.Source, fatal chan<- error) {
+	log := logging.Component(a.log, "source", pc.Type, name)
+	pol := backoff.Policy{Initial: time.Second, Max: time.Minute}
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		err := safeRun(ctx, src, a.router.Emitter(name))
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("source stopped unexpectedly")
+		}
+		a.setComponent("source", name, pc.Type, false, err, nil)
+		if pc.Startup == "error" && attempt == 1 {
+			fatal <- fmt.Errorf("source %s: %w", name, err)
+			return
+		}
+		d := pol.Delay(attempt)
+		log.Warn().Err(err).Int(logging.FieldAttempt, attempt).Dur(logging.FieldRetryIn, d).Msg("source failed, restarting")
+		if backoff.Wait(ctx, d) != nil {
+			return
+		}
+		a.setComponent("source", name, pc.Type, true, nil, nil)
+	}
+}
+
+func safeRun(ctx context.Context, src pipeline.Source, em pipeline.Emitter) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("source panicked: %v", p)
+		}
+	}()
+	return src.Run(ctx, em)
+}
+
+func (a *App) closeAll(kind string, m any) {
+	var names []string
+	var get func(string) any
+	switch mm := m.(type) {
+	case map[string]pipeline.Sink:
+		for n := range mm {
+			names = append(names, n)
+		}
+		get = func(n string) any { return mm[n] }
+	case map[string]pipeline.Source:
+		for n := range mm {
+			names = append(names, n)
+		}
+		get = func(n string) any { return mm[n] }
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if c, ok := get(n).(pipeline.Closer); ok {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := c.Close(ctx); err != nil {
+				a.log.Warn().Err(err).Str(logging.FieldInstance, n).Str(logging.FieldComponent, kind).Msg("close")
+			}
+			cancel()
+		}
+	}
+}
+
+var _ = http.StatusOK

@@ -1,0 +1,77 @@
+package codec
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+)
+
+func TestDecoders(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		o       Options
+		in      string
+		want    string
+		wantErr string
+	}{
+		{"json object", Options{}, `{"order":"P1","good":5,"qty":1.25,"big":12345678901234567}`, "map[big:12345678901234567 good:5 order:P1 qty:1.25]", ""},
+		{"json trailing", Options{}, `{"a":1} x`, "", "json: trailing data after the value"},
+		{"json empty", Options{}, ``, "", "json: empty payload"},
+		{"json binary", Options{}, "\xff\xfe{}", "", "json: payload is not valid UTF-8 (binary data?)"},
+		{"json bad", Options{}, `{"a":`, "", "json: unexpected EOF"},
+		{"csv", Options{Format: "csv", CSVHeader: []string{"order", "qty"}}, "P1,3\n", "map[order:P1 qty:3]", ""},
+		{"csv columns", Options{Format: "csv", CSVHeader: []string{"order", "qty"}}, "P1", "", "csv: 1 columns, header has 2"},
+		{"csv semicolon", Options{Format: "csv", CSVHeader: []string{"a", "b"}, CSVDelimiter: ";"}, "x;y", "map[a:x b:y]", ""},
+		{"raw", Options{Format: "raw"}, "hello", "hello", ""},
+		{"too large", Options{MaxBytes: 3}, `{"a":1}`, "", "payload too large: 7 bytes, limit 3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := New(tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := d.Decode([]byte(tc.in))
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("error = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprint(v); got != tc.want {
+				t.Fatalf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+	if _, err := New(Options{Format: "xml"}); err == nil {
+		t.Fatal("unknown format accepted")
+	}
+	if _, err := New(Options{MaxBytes: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var e error = fmt.Errorf("x: %w", ErrTooLarge)
+	if !errors.Is(e, ErrTooLarge) {
+		t.Fatal("ErrTooLarge does not match")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{`{"a":1}`, `[1,2,{"b":null}]`, `1e400`, "P1,3", `"x"`, "\x00\xff", `{"a":{"b":[1.5,-2]}}`} {
+		f.Add([]byte(s))
+	}
+	decs := []Decoder{}
+	for _, o := range []Options{{}, {Format: "csv", CSVHeader: []string{"a", "b"}}, {Format: "raw"}, {MaxBytes: 64}} {
+		d, err := New(o)
+		if err != nil {
+			f.Fatal(err)
+		}
+		decs = append(decs, d)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, d := range decs {
+			_, _ = d.Decode(b)
+		}
+	})
+}

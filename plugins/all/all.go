@@ -1,0 +1,9 @@
+// Package all links every plugin into a build. Only cmd/ and tests import it.
+package all
+
+import (
+	// Sources.
+	_ "github.com/plantgate/plantgate/plugins/inputs/file"
+	// Sinks.
+	_ "github.com/plantgate/plantgate/plugins/outputs/recorder"
+)
