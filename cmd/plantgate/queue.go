@@ -139,8 +139,7 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 			}
 			for _, d := range dl {
 				if *asJSON {
-					all = append(all, map[string]any{"stream": st, "seq": d.Seq, "orig_seq": d.OrigSeq, "reason": d.Reason,
-						"dead_at": d.DeadAt, "attempts": d.Attempts, "key": d.Record.Key, "fields": d.Record.Fields, "raw": string(d.Record.Raw)})
+					all = append(all, app.ViewDeadLetter(st, d))
 					continue
 				}
 				fmt.Fprintf(stdout, "%s\t%d\t%s\t%s\n", st, d.Seq, d.DeadAt.Format(time.RFC3339), d.Reason)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -269,7 +270,42 @@ func (a *App) adminDead(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"stream": stream, "dead_letters": dead})
+	views := make([]DeadLetterView, len(dead))
+	for i, d := range dead {
+		views[i] = ViewDeadLetter(stream, d)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"stream": stream, "dead_letters": views})
+}
+
+// DeadLetterView is a dead letter as the admin API and the CLI show it.
+type DeadLetterView struct {
+	Stream   string         `json:"stream"`
+	Seq      uint64         `json:"seq"`
+	OrigSeq  uint64         `json:"orig_seq,omitempty"`
+	Reason   string         `json:"reason"`
+	DeadAt   time.Time      `json:"dead_at"`
+	Attempts int            `json:"attempts,omitempty"`
+	Key      string         `json:"key,omitempty"`
+	ID       string         `json:"id,omitempty"`
+	Source   string         `json:"source,omitempty"`
+	Fields   map[string]any `json:"fields,omitempty"`
+	Meta     map[string]any `json:"meta,omitempty"`
+	// Raw is the original bytes as text when they are UTF-8; otherwise
+	// RawBase64 holds them.
+	Raw       string `json:"raw,omitempty"`
+	RawBase64 []byte `json:"raw_base64,omitempty"`
+}
+
+// ViewDeadLetter converts a dead letter for display.
+func ViewDeadLetter(stream string, d queue.DeadLetterRecord) DeadLetterView {
+	v := DeadLetterView{Stream: stream, Seq: d.Seq, OrigSeq: d.OrigSeq, Reason: d.Reason, DeadAt: d.DeadAt, Attempts: d.Attempts,
+		Key: d.Record.Key, ID: d.Record.ID, Source: d.Record.Source, Fields: d.Record.Fields, Meta: d.Record.Meta}
+	if utf8.Valid(d.Record.Raw) {
+		v.Raw = string(d.Record.Raw)
+	} else {
+		v.RawBase64 = d.Record.Raw
+	}
+	return v
 }
 
 type adminRequest struct {

@@ -1,0 +1,247 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/plantgate/plantgate/internal/backoff"
+	"github.com/plantgate/plantgate/internal/config"
+	"github.com/plantgate/plantgate/internal/flow"
+	_ "github.com/plantgate/plantgate/plugins/all"
+)
+
+const testConfig = `
+gateway:
+  id: test-line
+  data_dir: %[1]s
+  drain_timeout: 2s
+http:
+  listen: 127.0.0.1:0
+  admin_token: ${env:PG_TEST_ADMIN_TOKEN}
+sources:
+  mes:
+    type: file
+    path: %[1]s/in.jsonl
+    follow: true
+    poll_interval: 20ms
+flows:
+  finished:
+    from: mes
+    when: payload.type == "finished"
+    key: payload.order
+    id: payload.id
+    to: trace
+    map:
+      ProductionOrderNumber: payload.order
+      Good: payload.good
+sinks:
+  trace:
+    type: recorder
+    path: %[1]s/trace.jsonl
+    max_batch: 10
+`
+
+const adminToken = "s3cret-admin-token-value"
+
+func startApp(t *testing.T, dir string) (*App, context.CancelFunc, chan error) {
+	t.Helper()
+	t.Setenv("PG_TEST_ADMIN_TOKEN", adminToken)
+	path := filepath.Join(dir, "plantgate.yaml")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(testConfig, dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, flows, err := LoadConfig(path)
+	if err != nil {
+		t.Fatalf("load config: %v", err)
+	}
+	a := New(cfg, flows, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	eventually(t, "http listening", func() bool { return a.HTTPAddr() != nil })
+	return a, cancel, done
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		_ = backoff.Wait(context.Background(), 10*time.Millisecond)
+	}
+}
+
+func appendLines(t *testing.T, path string, lines ...string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, l := range lines {
+		if _, err := f.WriteString(l + "\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func traceLines(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("trace line %q: %v", sc.Text(), err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func get(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func post(t *testing.T, url, token, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestGatewayEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.jsonl")
+	appendLines(t, in,
+		`{"type":"finished","order":"P1","good":5,"id":"m1"}`,
+		`{"type":"finished","order":"P1","good":6,"id":"m2"}`,
+		`{"type":"finished","order":"P1","good":5,"id":"m1"}`, // redelivery: dropped by id
+		`{"type":"started","order":"P2","id":"m3"}`,           // no flow matches
+		`not json`,
+		`{"type":"finished","order":"P3","id":"m4"}`, // good missing: dead letter
+	)
+	a, cancel, done := startApp(t, dir)
+	base := "http://" + a.HTTPAddr().String()
+	trace := filepath.Join(dir, "trace.jsonl")
+	eventually(t, "two records delivered", func() bool { return len(traceLines(t, trace)) == 2 })
+
+	code, body := get(t, base+"/healthz", "")
+	if code != 200 {
+		t.Errorf("/healthz = %d %s", code, body)
+	}
+	code, body = get(t, base+"/readyz", "")
+	if code != 200 || !strings.Contains(body, `"ready": true`) {
+		t.Errorf("/readyz = %d %s", code, body)
+	}
+	code, body = get(t, base+"/metrics", "")
+	for _, want := range []string{`plantgate_sink_delivered_total{stream="finished.trace"} 2`, `plantgate_queue_dead_records{stream="_source.mes"} 2`,
+		`plantgate_queue_duplicates_total{stream="finished.trace"} 1`, `plantgate_source_unmatched_total{source="mes"} 1`, `plantgate_component_up{component="sink",instance="trace",type="recorder"} 1`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	code, body = get(t, base+"/api/v1/status", "")
+	if code != 200 || !strings.Contains(body, `"gateway": "test-line"`) || !strings.Contains(body, "_source.mes has 2 dead letters") {
+		t.Errorf("/api/v1/status = %d %s", code, body)
+	}
+	code, page := get(t, base+"/", "")
+	if code != 200 || !strings.Contains(page, "finished.trace") {
+		t.Errorf("status page = %d", code)
+	}
+	for name, b := range map[string]string{"status": body, "page": page} {
+		if strings.Contains(b, adminToken) {
+			t.Errorf("%s leaks the admin token", name)
+		}
+	}
+
+	// Admin API: token required.
+	if code, _ := get(t, base+"/api/v1/admin/dead?stream=_source.mes", ""); code != 401 {
+		t.Errorf("admin without token = %d, want 401", code)
+	}
+	if code, _ := get(t, base+"/api/v1/admin/dead?stream=_source.mes", "wrong"); code != 401 {
+		t.Errorf("admin with a wrong token = %d, want 401", code)
+	}
+	code, body = get(t, base+"/api/v1/admin/dead?stream=_source.mes", adminToken)
+	if code != 200 || !strings.Contains(body, "not json") || !strings.Contains(body, "map.Good") {
+		t.Errorf("admin dead = %d %s", code, body)
+	}
+	code, body = post(t, base+"/api/v1/admin/purge", adminToken, `{"stream":"_source.mes","seqs":[1]}`)
+	if code != 200 || !strings.Contains(body, `"purged": 1`) {
+		t.Errorf("admin purge = %d %s", code, body)
+	}
+
+	// More lines while running, then a restart: the file offset resumes
+	// after the last committed line, nothing read twice.
+	appendLines(t, in, `{"type":"finished","order":"P1","good":7,"id":"m5"}`)
+	eventually(t, "third record", func() bool { return len(traceLines(t, trace)) == 3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	appendLines(t, in, `{"type":"finished","order":"P1","good":8,"id":"m6"}`)
+	a, cancel, done = startApp(t, dir)
+	eventually(t, "fourth record", func() bool { return len(traceLines(t, trace)) == 4 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	var goods []string
+	for _, l := range traceLines(t, trace) {
+		f := l["fields"].(map[string]any)
+		goods = append(goods, fmt.Sprint(f["Good"]))
+	}
+	if got := strings.Join(goods, ","); got != "5,6,7,8" {
+		t.Errorf("delivered goods %s, want 5,6,7,8 (in order, once each)", got)
+	}
+}
+
+func TestPatternAdvice(t *testing.T) {
+	cfg := &config.Config{FlowOrder: []string{"bulk", "urgent"}, Flows: map[string]*config.Flow{
+		"bulk":   {To: []string{"odata"}, Expect: config.Expect{Rate: "50/s"}},
+		"urgent": {To: []string{"dmf"}, Expect: config.Expect{Rate: "1/m", Urgent: true}},
+	}, Sinks: map[string]*config.Plugin{"odata": {Type: "fo.odata"}, "dmf": {Type: "fo.dmf"}}}
+	got := PatternAdvice(cfg)
+	if len(got) != 2 || !strings.Contains(got[0].Msg, "route bulk records to a fo.dmf sink") || !strings.Contains(got[1].Msg, "route urgent records") {
+		t.Fatalf("advice = %v", got)
+	}
+}
+
+var _ = flow.StreamName
