@@ -1,0 +1,407 @@
+package foemu
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/plantgate/plantgate/internal/logging"
+)
+
+// Faults are failures injected into the emulator, set from the config file
+// (faults:) or at run time with POST /_emulator/faults and SetFaults. A new
+// set replaces the previous one.
+type Faults struct {
+	// Rules inject latency, errors and outages per route.
+	Rules []FaultRule `yaml:"rules" json:"rules"`
+	// Throttling, if set, replaces the configured throttling budget.
+	Throttling *ThrottleConfig `yaml:"throttling" json:"throttling,omitempty"`
+}
+
+// FaultRule injects failures into the requests of one route. Routes:
+// discovery, token, odata, batch, dmf, mes, blob, or * for all of them.
+// The control endpoints (/_emulator) are never affected.
+type FaultRule struct {
+	// Route selects the requests.
+	Route string `yaml:"route" json:"route"`
+	// Latency is added before the request is handled; Jitter adds a random
+	// extra delay up to its value.
+	Latency Duration `yaml:"latency" json:"latency,omitempty"`
+	Jitter  Duration `yaml:"jitter" json:"jitter,omitempty"`
+	// ErrorRate is the fraction (0 to 1) of requests answered with
+	// ErrorStatus (default 503) instead of being handled.
+	ErrorRate   float64 `yaml:"error_rate" json:"error_rate,omitempty"`
+	ErrorStatus int     `yaml:"error_status" json:"error_status,omitempty"`
+	// Outage, if set, makes the route unavailable for a time window.
+	Outage *Outage `yaml:"outage" json:"outage,omitempty"`
+}
+
+// Outage modes.
+const (
+	Outage503    = "503"
+	OutageReset  = "reset"
+	OutageRefuse = "refuse"
+)
+
+// Outage is a window during which a route is unavailable.
+type Outage struct {
+	// Mode is 503 (answer 503 Service Unavailable with Retry-After), reset
+	// (close the connection without an answer) or refuse (close the
+	// listener, so new connections are refused; applies to the whole
+	// emulator, including /_emulator, and needs route "*").
+	Mode string `yaml:"mode" json:"mode"`
+	// StartIn delays the outage from the moment the faults are set.
+	StartIn Duration `yaml:"start_in" json:"start_in,omitempty"`
+	// Duration is the length of the outage; 0 means until the faults are
+	// replaced or cleared.
+	Duration Duration `yaml:"duration" json:"duration,omitempty"`
+}
+
+func (f *Faults) validate(d *yamlDoc, at []string) error {
+	for i, r := range f.Rules {
+		rp := append(append([]string(nil), at...), "rules", strconv.Itoa(i))
+		if !validRoute(r.Route) {
+			return d.errorf(rp, "fault route %q is not one of %s or *", r.Route, strings.Join(routes, ", "))
+		}
+		if r.ErrorRate < 0 || r.ErrorRate > 1 {
+			return d.errorf(rp, "error_rate must be between 0 and 1")
+		}
+		if r.ErrorStatus != 0 && (r.ErrorStatus < 400 || r.ErrorStatus > 599) {
+			return d.errorf(rp, "error_status must be a 4xx or 5xx status")
+		}
+		if r.Latency < 0 || r.Jitter < 0 {
+			return d.errorf(rp, "latency and jitter must not be negative")
+		}
+		if o := r.Outage; o != nil {
+			switch o.Mode {
+			case "", Outage503, OutageReset:
+			case OutageRefuse:
+				if r.Route != "*" {
+					return d.errorf(rp, "outage mode refuse closes the listener and needs route \"*\"")
+				}
+			default:
+				return d.errorf(rp, "outage mode %q is not 503, reset or refuse", o.Mode)
+			}
+			if o.StartIn < 0 || o.Duration < 0 {
+				return d.errorf(rp, "start_in and duration must not be negative")
+			}
+		}
+	}
+	if f.Throttling != nil {
+		return f.Throttling.validate(d, append(append([]string(nil), at...), "throttling"))
+	}
+	return nil
+}
+
+func validRoute(r string) bool {
+	if r == "*" {
+		return true
+	}
+	for _, x := range routes {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// faultSet holds the active faults with outage windows in absolute time.
+type faultSet struct {
+	mu      sync.Mutex
+	faults  Faults
+	windows []window // parallel to faults.Rules; zero for rules without an outage
+	changed chan struct{}
+}
+
+type window struct {
+	from, until time.Time // until zero: open-ended
+}
+
+func (w window) active(now time.Time) bool {
+	if w.from.IsZero() {
+		return false
+	}
+	return !now.Before(w.from) && (w.until.IsZero() || now.Before(w.until))
+}
+
+func newFaultSet() *faultSet { return &faultSet{changed: make(chan struct{}, 1)} }
+
+func (fs *faultSet) set(f Faults, now time.Time) {
+	fs.mu.Lock()
+	fs.faults = f
+	fs.windows = make([]window, len(f.Rules))
+	for i, r := range f.Rules {
+		if r.Outage != nil {
+			from := now.Add(r.Outage.StartIn.D())
+			w := window{from: from}
+			if r.Outage.Duration > 0 {
+				w.until = from.Add(r.Outage.Duration.D())
+			}
+			fs.windows[i] = w
+		}
+	}
+	fs.mu.Unlock()
+	select {
+	case fs.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (fs *faultSet) get() Faults {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.faults
+}
+
+// plan is what applies to one request.
+type plan struct {
+	delay       time.Duration
+	errorStatus int
+	outageMode  string
+	outageLeft  time.Duration
+}
+
+func (fs *faultSet) planFor(route string, now time.Time) plan {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	var pl plan
+	for i, r := range fs.faults.Rules {
+		if r.Route != "*" && r.Route != route {
+			continue
+		}
+		pl.delay += r.Latency.D()
+		if r.Jitter > 0 {
+			pl.delay += time.Duration(rand.Int64N(int64(r.Jitter) + 1))
+		}
+		if r.ErrorRate > 0 && pl.errorStatus == 0 && rand.Float64() < r.ErrorRate {
+			pl.errorStatus = r.ErrorStatus
+			if pl.errorStatus == 0 {
+				pl.errorStatus = http.StatusServiceUnavailable
+			}
+		}
+		if w := fs.windows[i]; w.active(now) && pl.outageMode == "" {
+			pl.outageMode = r.Outage.Mode
+			if pl.outageMode == "" {
+				pl.outageMode = Outage503
+			}
+			if !w.until.IsZero() {
+				pl.outageLeft = w.until.Sub(now)
+			}
+		}
+	}
+	return pl
+}
+
+// refuseState reports whether a refuse-mode outage is active now, and when
+// the state next changes (zero if never).
+func (fs *faultSet) refuseState(now time.Time) (bool, time.Time) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	down := false
+	var next time.Time
+	consider := func(t time.Time) {
+		if !t.IsZero() && t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	for i, r := range fs.faults.Rules {
+		if r.Outage == nil || r.Outage.Mode != OutageRefuse {
+			continue
+		}
+		w := fs.windows[i]
+		if w.active(now) {
+			down = true
+		}
+		consider(w.from)
+		consider(w.until)
+	}
+	return down, next
+}
+
+// applyFaults runs the injected faults for a request. It returns false when
+// the request has been answered (or aborted) by a fault.
+func (e *Emulator) applyFaults(w http.ResponseWriter, r *http.Request, route string) bool {
+	pl := e.faults.planFor(route, time.Now())
+	switch pl.outageMode {
+	case OutageReset, OutageRefuse:
+		panic(http.ErrAbortHandler) // closes the connection without an answer
+	case Outage503:
+		secs := 30
+		if pl.outageLeft > 0 {
+			secs = max(1, int((pl.outageLeft+time.Second-1)/time.Second))
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		writeODataError(w, http.StatusServiceUnavailable, "The service is unavailable (fo-emulator outage).", typeServer, "")
+		return false
+	}
+	if pl.delay > 0 {
+		t := time.NewTimer(pl.delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			panic(http.ErrAbortHandler)
+		}
+	}
+	if pl.errorStatus != 0 {
+		if pl.errorStatus == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "1")
+		}
+		writeODataError(w, pl.errorStatus, fmt.Sprintf("Injected fault: %d %s (fo-emulator).", pl.errorStatus, http.StatusText(pl.errorStatus)), typeServer, "")
+		return false
+	}
+	return true
+}
+
+// SetFaults replaces the injected faults. Outage windows start counting
+// now.
+func (e *Emulator) SetFaults(f Faults) error {
+	if err := f.validate(nil, nil); err != nil {
+		return err
+	}
+	e.faults.set(f, time.Now())
+	e.throttle.setOverride(f.Throttling)
+	e.log.Info().Int(logging.FieldCount, len(f.Rules)).Bool(logging.FieldThrottle, f.Throttling != nil).Msg("faults set")
+	return nil
+}
+
+// Faults returns the injected faults.
+func (e *Emulator) Faults() Faults { return e.faults.get() }
+
+// runOutages closes and reopens the listener for refuse-mode outages.
+func (e *Emulator) runOutages(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		down, next := e.faults.refuseState(now)
+		if down != e.gate.isDown() {
+			if down {
+				e.log.Warn().Msg("outage: listener closed, connections refused")
+				e.gate.takeDown()
+				e.conns.Range(func(k, _ any) bool {
+					_ = k.(net.Conn).Close()
+					return true
+				})
+			} else if err := e.gate.bringUp(); err != nil {
+				e.log.Error().Err(err).Msg("outage: reopen listener")
+				next = now.Add(100 * time.Millisecond)
+			} else {
+				e.log.Warn().Msg("outage over: listening again")
+			}
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(time.Millisecond, time.Until(next))
+		}
+		t.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-e.faults.changed:
+		}
+	}
+}
+
+// gateListener wraps the server's listener so that an outage can close it
+// and later listen again on the same address, without the http.Server
+// noticing.
+type gateListener struct {
+	mu     sync.Mutex
+	inner  net.Listener
+	addr   net.Addr
+	down   bool
+	up     chan struct{} // closed when the gate opens again
+	closed bool
+	done   chan struct{}
+}
+
+func newGateListener(ln net.Listener) *gateListener {
+	return &gateListener{inner: ln, addr: ln.Addr(), done: make(chan struct{})}
+}
+
+func (g *gateListener) Accept() (net.Conn, error) {
+	for {
+		g.mu.Lock()
+		inner, down, up, closed := g.inner, g.down, g.up, g.closed
+		g.mu.Unlock()
+		if closed {
+			return nil, net.ErrClosed
+		}
+		if down {
+			select {
+			case <-up:
+			case <-g.done:
+			}
+			continue
+		}
+		c, err := inner.Accept()
+		if err == nil {
+			return c, nil
+		}
+		g.mu.Lock()
+		retry := !g.closed && (g.down || g.inner != inner)
+		g.mu.Unlock()
+		if !retry {
+			return nil, err
+		}
+	}
+}
+
+func (g *gateListener) Addr() net.Addr { return g.addr }
+
+func (g *gateListener) Close() error {
+	g.close()
+	return nil
+}
+
+func (g *gateListener) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return
+	}
+	g.closed = true
+	close(g.done)
+	_ = g.inner.Close()
+}
+
+func (g *gateListener) isDown() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.down
+}
+
+func (g *gateListener) takeDown() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.down || g.closed {
+		return
+	}
+	g.down = true
+	g.up = make(chan struct{})
+	_ = g.inner.Close()
+}
+
+func (g *gateListener) bringUp() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.down || g.closed {
+		return nil
+	}
+	ln, err := net.Listen(g.addr.Network(), g.addr.String())
+	if err != nil {
+		return err
+	}
+	g.inner = ln
+	g.down = false
+	close(g.up)
+	return nil
+}
