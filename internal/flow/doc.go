@@ -16,4 +16,15 @@
 // restarts (a restart offers unacked records again from the oldest).
 // Different keys proceed in parallel on different lanes, and every stream
 // has its own runner, so a slow sink never delays another.
+//
+// Sinks shape their batches in three ways. A per-record sink (OData, MES)
+// takes max_batch records and writes them one by one with pipeline.ForEach,
+// which stops a key after its first retryable failure. A bulk sink (DMF)
+// implements pipeline.Batcher to close batches by size, age or schedule,
+// and keeps its multi-step progress (package, blob, execution id) in its
+// durable state (Env.State), so a restart resumes the same batch instead of
+// importing it twice. A flow that must switch between two sinks under
+// pressure keeps one stream and one runner whose sink chooses the route per
+// batch: the lanes, and so the order per key, stay the same whichever way
+// a batch goes.
 package flow

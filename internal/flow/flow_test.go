@@ -330,3 +330,59 @@ func TestMQTTMatch(t *testing.T) {
 		}
 	}
 }
+
+// batchSink closes batches at 5 records or when the oldest is 300ms old.
+type batchSink struct {
+	testSink
+	sizes []int
+	at    []time.Time
+}
+
+func (b *batchSink) Flush(n int, oldest, now time.Time) (bool, time.Duration) {
+	if n >= 5 {
+		return true, 0
+	}
+	age := now.Sub(oldest)
+	return age >= 300*time.Millisecond, 300*time.Millisecond - age
+}
+
+func (b *batchSink) Write(ctx context.Context, batch []pipeline.Record) error {
+	b.mu.Lock()
+	b.sizes = append(b.sizes, len(batch))
+	b.at = append(b.at, time.Now())
+	b.mu.Unlock()
+	return b.testSink.Write(ctx, batch)
+}
+
+func TestRunnerBatcherClosesBySizeAndAge(t *testing.T) {
+	q := openQueue(t)
+	sink := &batchSink{testSink: testSink{delivered: map[string][]int{}, inFlight: map[string]bool{}}}
+	run := NewRunner(RunnerConfig{Stream: "f.s", MaxBatch: 100, Parallelism: 1}, q, sink, zerolog.Nop(), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run.Run(ctx) }()
+	start := time.Now()
+	add := func(n int) {
+		var es []queue.Entry
+		for i := 0; i < n; i++ {
+			es = append(es, queue.Entry{Stream: "f.s", Record: pipeline.Record{Key: "K", Time: time.Now(), Fields: map[string]any{"n": i}}})
+		}
+		if _, err := q.Append(context.Background(), es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(2)
+	waitFor(t, "age flush", func() bool { sink.mu.Lock(); defer sink.mu.Unlock(); return len(sink.sizes) == 1 })
+	if d := sink.at[0].Sub(start); d < 250*time.Millisecond {
+		t.Fatalf("a 2-record batch was written after %s, before its 300ms age", d)
+	}
+	add(12)
+	waitFor(t, "all delivered", func() bool { st, _ := q.Stats(); return st.Records == 0 })
+	cancel()
+	<-done
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if sink.sizes[0] != 2 || sink.sizes[1] < 5 {
+		t.Fatalf("batch sizes %v, want [2, >=5, ...]", sink.sizes)
+	}
+}

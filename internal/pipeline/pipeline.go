@@ -168,3 +168,14 @@ type StateEmitter interface {
 	Emitter
 	EmitWithState(ctx context.Context, states []StateWrite, msgs ...Message) error
 }
+
+// Batcher is implemented by sinks that deliver in large batches closed by
+// size, age or schedule (DMF packages). Before each Write the runner asks
+// Flush whether a batch of n records, the oldest received at oldest, should
+// be written now; if not, it keeps gathering records (up to the sink's
+// max_batch) and asks again after wait, or when more records arrive. Flush
+// is not asked once max_batch records are waiting. A stopping gateway does
+// not flush partial batches: their records stay queued for the next start.
+type Batcher interface {
+	Flush(n int, oldest, now time.Time) (flush bool, wait time.Duration)
+}
