@@ -26,6 +26,7 @@ import (
 	"github.com/plantgate/plantgate/internal/config"
 	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/queue"
+	"github.com/plantgate/plantgate/internal/sdnotify"
 	_ "github.com/plantgate/plantgate/plugins/all"
 )
 
@@ -133,14 +134,57 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := app.New(cfg, flows, log).Run(ctx); err != nil {
-		log.Error().Err(err).Msg("gateway failed")
-		if errors.Is(err, queue.ErrLocked) {
-			return exitTempFail
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		// Each pass runs one config until SIGTERM (return) or a SIGHUP
+		// with a changed, valid config (stop gracefully, start the new one).
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- app.New(cfg, flows, log).Run(runCtx) }()
+		var err error
+	wait:
+		for {
+			select {
+			case err = <-done:
+				break wait
+			case <-hup:
+				ncfg, nflows, lerr := app.LoadConfig(*cfgPath)
+				switch {
+				case lerr != nil:
+					log.Error().Str(logging.FieldPath, *cfgPath).Str(logging.FieldReason, lerr.Error()).Msg("reload rejected; the running config stays")
+				case ncfg.Checksum == cfg.Checksum:
+					log.Info().Msg("reload: config unchanged")
+				default:
+					log.Info().Msg("reload: applying the new config")
+					_, _ = sdnotify.Notify(sdnotify.Reloading)
+					cancel()
+					if err = <-done; err != nil {
+						break wait
+					}
+					cfg, flows = ncfg, nflows
+					for _, w := range cfg.Warnings {
+						log.Warn().Str(logging.FieldPath, w.Pos.String()).Msg(w.Msg)
+					}
+					done = nil
+					break wait
+				}
+			}
 		}
-		return exitFailure
+		cancel()
+		if done == nil && err == nil && ctx.Err() == nil {
+			continue // reloaded
+		}
+		if err != nil {
+			log.Error().Err(err).Msg("gateway failed")
+			if errors.Is(err, queue.ErrLocked) {
+				return exitTempFail
+			}
+			return exitFailure
+		}
+		return exitOK
 	}
-	return exitOK
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
