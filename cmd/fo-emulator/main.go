@@ -121,7 +121,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		fmt.Fprintf(stderr, "fo-emulator: %v\n", err)
 		return exitUsage
 	}
-	cfg.Logger = logging.Component(log, "fo-emulator", "", "")
+	elog := logging.Component(log, "fo-emulator", "", "")
+	cfg.Logger = &elog
 	cfg.DataDir = o.dataDir
 	if cfg.DataDir == "" {
 		dir, err := os.UserCacheDir()

@@ -120,8 +120,8 @@ type Config struct {
 	DataDir string `yaml:"-" json:"data_dir"`
 	// File is the config file the configuration came from, if any.
 	File string `yaml:"-" json:"file,omitempty"`
-	// Logger receives the emulator's logs; the zero value discards them.
-	Logger zerolog.Logger `yaml:"-" json:"-"`
+	// Logger receives the emulator's logs; nil discards them.
+	Logger *zerolog.Logger `yaml:"-" json:"-"`
 
 	schema *Schema
 	seed   *Seed
@@ -309,13 +309,22 @@ type SchemaConfig struct {
 }
 
 // DefaultConfig returns the configuration of an emulator started without a
-// config file. The caller must set DataDir.
+// config file. A config file is decoded on top of it, so that a setting the
+// file leaves out keeps its default and an explicit 0 (for example
+// not_found_window: 0s) stays 0. The caller must set DataDir.
 func DefaultConfig() Config {
 	c := Config{Listen: DefaultListen}
+	c.MES.ProcessingDelay = Duration(500 * time.Millisecond)
+	c.MES.RetryDelay = Duration(200 * time.Millisecond)
+	c.DMF.NotFoundWindow = Duration(time.Second)
+	c.DMF.QueuedTime = Duration(time.Second)
+	c.DMF.ExecutionTime = Duration(2 * time.Second)
+	c.DMF.ErrorFileDelay = Duration(500 * time.Millisecond)
 	c.applyDefaults()
 	return c
 }
 
+// applyDefaults fills the settings whose zero value is meaningless.
 func (c *Config) applyDefaults() {
 	if c.Identity.TokenLifetime == 0 {
 		c.Identity.TokenLifetime = Duration(time.Hour)
@@ -352,12 +361,6 @@ func (c *Config) applyDefaults() {
 	}
 	c.Throttling.applyDefaults()
 	m := &c.MES
-	if m.ProcessingDelay == 0 {
-		m.ProcessingDelay = Duration(500 * time.Millisecond)
-	}
-	if m.RetryDelay == 0 {
-		m.RetryDelay = Duration(200 * time.Millisecond)
-	}
 	if m.Attempts == 0 {
 		m.Attempts = 3
 	}
@@ -386,18 +389,6 @@ func (c *Config) applyDefaults() {
 	}
 	if d.SASLifetime == 0 {
 		d.SASLifetime = Duration(time.Hour)
-	}
-	if d.NotFoundWindow == 0 {
-		d.NotFoundWindow = Duration(time.Second)
-	}
-	if d.QueuedTime == 0 {
-		d.QueuedTime = Duration(time.Second)
-	}
-	if d.ExecutionTime == 0 {
-		d.ExecutionTime = Duration(2 * time.Second)
-	}
-	if d.ErrorFileDelay == 0 {
-		d.ErrorFileDelay = Duration(500 * time.Millisecond)
 	}
 	if d.ReusedExecutionID == "" {
 		d.ReusedExecutionID = "idempotent"
@@ -440,7 +431,7 @@ func LoadConfig(file string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	var c Config
+	c := DefaultConfig()
 	doc, err := decodeYAML(file, data, &c)
 	if err != nil {
 		return Config{}, err
@@ -506,6 +497,19 @@ func (c *Config) prepare() error {
 	}
 	if err := c.Throttling.validate(d, p("throttling")); err != nil {
 		return err
+	}
+	for _, x := range []struct {
+		path []string
+		v    Duration
+	}{
+		{p("mes", "processing_delay"), c.MES.ProcessingDelay}, {p("mes", "retry_delay"), c.MES.RetryDelay},
+		{p("dmf", "not_found_window"), c.DMF.NotFoundWindow}, {p("dmf", "queued_time"), c.DMF.QueuedTime},
+		{p("dmf", "execution_time"), c.DMF.ExecutionTime}, {p("dmf", "error_file_delay"), c.DMF.ErrorFileDelay},
+		{p("dmf", "sas_lifetime"), c.DMF.SASLifetime},
+	} {
+		if x.v < 0 {
+			return d.errorf(x.path, "%s must not be negative", strings.Join(x.path, "."))
+		}
 	}
 	if c.MES.Attempts < 1 || c.MES.Workers < 1 {
 		return d.errorf(p("mes"), "attempts and workers must be at least 1")

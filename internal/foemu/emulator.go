@@ -81,9 +81,13 @@ func New(cfg Config) (*Emulator, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("generate token signing key: %w", err)
 	}
+	log := zerolog.Nop()
+	if cfg.Logger != nil {
+		log = *cfg.Logger
+	}
 	e := &Emulator{
 		cfg:     cfg,
-		log:     cfg.Logger,
+		log:     log,
 		schema:  cfg.schema,
 		signKey: key,
 		stats:   newStats(),
