@@ -1,60 +1,20 @@
 // Package outputs holds the registry of sink plugins. Each plugin lives in
-// plugins/outputs/<name> and registers itself from init; plugins/all imports
-// them all.
+// plugins/outputs/<name> and registers itself from init with Add;
+// plugins/all imports them all.
 package outputs
 
-import (
-	"fmt"
-	"sort"
-	"sync"
+import "github.com/plantgate/plantgate/internal/pipeline"
 
-	"github.com/plantgate/plantgate/internal/pipeline"
-)
+var registry = pipeline.NewRegistry[pipeline.SinkFactory]("sink")
 
-var (
-	mu        sync.RWMutex
-	factories = map[string]pipeline.SinkFactory{}
-)
-
-// Add registers a sink factory. It panics on an empty or duplicate type
-// or a factory without NewConfig or New: those are programming errors.
-func Add(f pipeline.SinkFactory) {
-	mu.Lock()
-	defer mu.Unlock()
-	if f.Type == "" || f.NewConfig == nil || f.New == nil {
-		panic(fmt.Sprintf("outputs: incomplete factory %q", f.Type))
-	}
-	if _, dup := factories[f.Type]; dup {
-		panic(fmt.Sprintf("outputs: sink type %q registered twice", f.Type))
-	}
-	factories[f.Type] = f
-}
+// Add registers a sink factory; it panics on an empty or duplicate type.
+func Add(f pipeline.SinkFactory) { registry.Add(f) }
 
 // Lookup returns the factory of a sink type.
-func Lookup(typ string) (pipeline.SinkFactory, bool) {
-	mu.RLock()
-	defer mu.RUnlock()
-	f, ok := factories[typ]
-	return f, ok
-}
+func Lookup(typ string) (pipeline.SinkFactory, bool) { return registry.Lookup(typ) }
 
 // Types returns the registered sink types, sorted.
-func Types() []string {
-	mu.RLock()
-	defer mu.RUnlock()
-	out := make([]string, 0, len(factories))
-	for t := range factories {
-		out = append(out, t)
-	}
-	sort.Strings(out)
-	return out
-}
+func Types() []string { return registry.Types() }
 
 // NewConfig returns a fresh config struct for typ, for the config loader.
-func NewConfig(typ string) (any, bool) {
-	f, ok := Lookup(typ)
-	if !ok {
-		return nil, false
-	}
-	return f.NewConfig(), true
-}
+func NewConfig(typ string) (any, bool) { return registry.NewConfig(typ) }
