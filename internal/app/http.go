@@ -161,7 +161,11 @@ func (a *App) Status() Status {
 	}
 	for _, s := range qs.Streams {
 		if s.Dead > 0 {
-			st.Problems = append(st.Problems, fmt.Sprintf("stream %s has %d dead letters (plantgate queue dead --stream %s)", s.Stream, s.Dead, s.Stream))
+			noun := "dead letters"
+			if s.Dead == 1 {
+				noun = "dead letter"
+			}
+			st.Problems = append(st.Problems, fmt.Sprintf("stream %s has %d %s (plantgate queue dead --stream %s)", s.Stream, s.Dead, noun, s.Stream))
 		}
 	}
 	return st

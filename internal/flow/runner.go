@@ -325,6 +325,7 @@ func (r *Runner) deliver(ctx, writeCtx context.Context, batch []pipeline.Record)
 			continue
 		}
 		if len(retry) == 0 {
+			r.setState("idle")
 			return nil
 		}
 		for i := range retry {
