@@ -393,8 +393,16 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Str(logging.FieldPath, r.URL.Path).Int(logging.FieldStatus, rec.status).
 			Dur(logging.FieldDuration, time.Since(start)).Msg("request")
 	}()
-	if route != RouteControl && route != RouteIndex && !e.applyFaults(rec, r, route) {
-		return
+	var delay time.Duration
+	if route != RouteControl && route != RouteIndex {
+		var ok bool
+		if delay, ok = e.applyFaults(rec, r, route); !ok {
+			return
+		}
+	}
+	fo := route == RouteOData || route == RouteBatch || route == RouteDMF || route == RouteMES
+	if !fo {
+		waitDelay(r, delay)
 	}
 	switch route {
 	case RouteIndex:
@@ -421,6 +429,7 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			defer release()
 		}
+		waitDelay(r, delay)
 		switch route {
 		case RouteOData:
 			e.serveOData(rec, r, cl)

@@ -224,9 +224,11 @@ func (fs *faultSet) refuseState(now time.Time) (bool, time.Time) {
 	return down, next
 }
 
-// applyFaults runs the injected faults for a request. It returns false when
-// the request has been answered (or aborted) by a fault.
-func (e *Emulator) applyFaults(w http.ResponseWriter, r *http.Request, route string) bool {
+// applyFaults runs the outage and error faults for a request. It returns
+// the injected latency, which the caller waits out once the request holds
+// its throttling slot, and false when a fault has answered (or aborted)
+// the request.
+func (e *Emulator) applyFaults(w http.ResponseWriter, r *http.Request, route string) (time.Duration, bool) {
 	pl := e.faults.planFor(route, time.Now())
 	switch pl.outageMode {
 	case OutageReset, OutageRefuse:
@@ -238,25 +240,32 @@ func (e *Emulator) applyFaults(w http.ResponseWriter, r *http.Request, route str
 		}
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 		writeODataError(w, http.StatusServiceUnavailable, "The service is unavailable (fo-emulator outage).", typeServer, "")
-		return false
-	}
-	if pl.delay > 0 {
-		t := time.NewTimer(pl.delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			panic(http.ErrAbortHandler)
-		}
+		return 0, false
 	}
 	if pl.errorStatus != 0 {
+		waitDelay(r, pl.delay)
 		if pl.errorStatus == http.StatusTooManyRequests {
 			w.Header().Set("Retry-After", "1")
 		}
 		writeODataError(w, pl.errorStatus, fmt.Sprintf("Injected fault: %d %s (fo-emulator).", pl.errorStatus, http.StatusText(pl.errorStatus)), typeServer, "")
-		return false
+		return 0, false
 	}
-	return true
+	return pl.delay, true
+}
+
+// waitDelay waits out injected latency, aborting the request if the client
+// goes away.
+func waitDelay(r *http.Request, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // SetFaults replaces the injected faults. Outage windows start counting

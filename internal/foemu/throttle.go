@@ -30,6 +30,9 @@ type bucket struct {
 	inflight int
 }
 
+// maxRetryAfter caps Retry-After (seconds), like F&O's 300 second window.
+const maxRetryAfter = 300
+
 // limits are the effective limits of one client.
 type limits struct {
 	enabled    bool
@@ -135,16 +138,18 @@ func (t *throttler) acquire(client string, n int, concurrent bool, now time.Time
 		b.tokens = math.Min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
 	}
 	b.last = now
+	// Debt is capped at maxRetryAfter seconds of refill.
+	floor := -l.rate * maxRetryAfter
 	if concurrent && l.concurrent > 0 && b.inflight >= l.concurrent {
-		b.tokens = math.Max(-l.burst, b.tokens-l.penalty)
+		b.tokens = math.Max(floor, b.tokens-l.penalty)
 		return verdict{retryAfter: 1, message: fmt.Sprintf("Number of concurrent requests exceeded the limit of %d.", l.concurrent)}
 	}
 	need := float64(n)
 	if b.tokens < need {
-		b.tokens = math.Max(-l.burst, b.tokens-l.penalty*need)
-		ra := 1
+		b.tokens = math.Max(floor, b.tokens-l.penalty*need)
+		ra := maxRetryAfter
 		if l.rate > 0 {
-			ra = int(math.Ceil((need - b.tokens) / l.rate))
+			ra = min(maxRetryAfter, int(math.Ceil((need-b.tokens)/l.rate)))
 		}
 		window := 300
 		if l.rate > 0 {
