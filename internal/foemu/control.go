@@ -155,5 +155,3 @@ func (e *Emulator) Reset() error {
 func readAllLimited(w http.ResponseWriter, r *http.Request, n int64) ([]byte, error) {
 	return io.ReadAll(http.MaxBytesReader(w, r.Body, n))
 }
-
-

@@ -325,7 +325,7 @@ func (a *applier) reportFinished(obj map[string]any) error {
 			"ReportedErrorInventoryQuantity": bad, "ReportAsFinishedDate": date + "T12:00:00Z",
 			"IsLastReportAsFinished": yesNoText(yes(line["EndJob"])), "ProductionType": enumOr(ptype, "MainItem"),
 			"WillAsFinishedPostingAcceptQuantityError": yesNoText(yes(line["AcceptError"])),
-			"ItemBatchNumber": line["ItemBatchNumber"], "LicensePlateNumber": line["LicensePlateNumber"],
+			"ItemBatchNumber":                          line["ItemBatchNumber"], "LicensePlateNumber": line["LicensePlateNumber"],
 		}); err != nil {
 			return err
 		}
