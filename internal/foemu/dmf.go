@@ -568,7 +568,22 @@ func (e *Emulator) finishExecution(ex *Execution) {
 			failed++
 			continue
 		}
+		// Rows that leave a number-sequence field (the journal number) empty
+		// share one number per entity and execution: one journal per import.
+		shared := map[string]string{}
 		for _, s := range ee.staged {
+			for _, f := range ee.entity.all {
+				if f.NumberSequence == "" {
+					continue
+				}
+				if v, _ := s.vals[f.Name].(string); v != "" {
+					continue
+				}
+				if shared[f.Name] == "" {
+					shared[f.Name] = e.store.nextNumber(ee.entity, strings.ToLower(ex.LegalEntity), f)
+				}
+				s.vals[f.Name] = shared[f.Name]
+			}
 			rec, lines := e.store.prepareCreate(ee.entity, s.vals, strings.ToLower(ex.LegalEntity))
 			if lines != nil {
 				msg := fmt.Sprintf("Write failed for table row of type '%s'. Infolog: %s", ee.entity.Target, strings.Join(lines, "; "))
