@@ -74,7 +74,7 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return queueErr(err, stderr)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	ctx := context.Background()
 	out := func(v any) {
 		enc := json.NewEncoder(stdout)

@@ -171,7 +171,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"ready": true`) {
 		t.Errorf("/readyz = %d %s", code, body)
 	}
-	code, body = get(t, base+"/metrics", "")
+	_, body = get(t, base+"/metrics", "")
 	for _, want := range []string{`plantgate_sink_delivered_total{stream="finished.trace"} 2`, `plantgate_queue_dead_records{stream="_source.mes"} 2`,
 		`plantgate_queue_duplicates_total{stream="finished.trace"} 1`, `plantgate_source_unmatched_total{source="mes"} 1`, `plantgate_component_up{component="sink",instance="trace",type="recorder"} 1`} {
 		if !strings.Contains(body, want) {
@@ -217,7 +217,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 	appendLines(t, in, `{"type":"finished","order":"P1","good":8,"id":"m6"}`)
-	a, cancel, done = startApp(t, dir)
+	_, cancel, done = startApp(t, dir)
 	eventually(t, "fourth record", func() bool { return len(traceLines(t, trace)) == 4 })
 	cancel()
 	if err := <-done; err != nil {

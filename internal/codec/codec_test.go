@@ -51,7 +51,7 @@ func TestDecoders(t *testing.T) {
 	if _, err := New(Options{MaxBytes: 1}); err != nil {
 		t.Fatal(err)
 	}
-	var e error = fmt.Errorf("x: %w", ErrTooLarge)
+	e := fmt.Errorf("x: %w", ErrTooLarge)
 	if !errors.Is(e, ErrTooLarge) {
 		t.Fatal("ErrTooLarge does not match")
 	}

@@ -218,7 +218,7 @@ func TestRunnerKeepsOrderPerKeyAcrossRetries(t *testing.T) {
 		got := sink.delivered[key]
 		var want []int
 		for i := 0; i < per; i++ {
-			if !(key == "P3" && i == 7) {
+			if key != "P3" || i != 7 {
 				want = append(want, i)
 			}
 		}

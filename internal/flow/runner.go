@@ -349,11 +349,11 @@ func (r *Runner) deliver(ctx, writeCtx context.Context, batch []pipeline.Record)
 		r.st.LastError, r.st.LastErrorAt = logging.RedactText(errString(err)), time.Now().UTC()
 		r.st.State = "retrying"
 		r.mu.Unlock()
-		lvl := r.log.Warn()
+		level := zerolog.WarnLevel
 		if attempt < 3 {
-			lvl = r.log.Info()
+			level = zerolog.InfoLevel
 		}
-		lvl.Err(err).Int(logging.FieldRecords, len(batch)).Int(logging.FieldAttempt, attempt).Dur(logging.FieldRetryIn, wait).Msg("write failed, will retry")
+		r.log.WithLevel(level).Err(err).Int(logging.FieldRecords, len(batch)).Int(logging.FieldAttempt, attempt).Dur(logging.FieldRetryIn, wait).Msg("write failed, will retry")
 		if backoff.Wait(ctx, wait) != nil {
 			return batch
 		}

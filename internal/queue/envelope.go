@@ -58,7 +58,7 @@ func decodeEnvelope(v []byte) (*envelope, error) {
 	dec.UseNumber()
 	var e envelope
 	if err := dec.Decode(&e); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("%w: trailing data after envelope", ErrCorrupt)

@@ -86,7 +86,7 @@ func (s *Store) Check() error {
 	var problems []error
 	err := s.db.View(func(tx *bolt.Tx) error {
 		for err := range tx.Check() {
-			problems = append(problems, fmt.Errorf("%w: %v", ErrCorrupt, err))
+			problems = append(problems, fmt.Errorf("%w: %w", ErrCorrupt, err))
 		}
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
@@ -187,7 +187,7 @@ func compactFile(path string, o Options) error {
 	if err != nil {
 		return err
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	tmp := path + ".compact"
 	_ = os.Remove(tmp)
 	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: o.OpenTimeout})

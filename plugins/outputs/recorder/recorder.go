@@ -88,7 +88,7 @@ func (r *Recorder) Write(ctx context.Context, batch []pipeline.Record) error {
 	defer r.mu.Unlock()
 	if r.cfg.Path != "" {
 		if r.f == nil {
-			f, err := os.OpenFile(r.cfg.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+			f, err := os.OpenFile(r.cfg.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 			if err != nil {
 				return fmt.Errorf("open %s: %w", r.cfg.Path, err)
 			}
