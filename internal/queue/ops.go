@@ -186,14 +186,20 @@ func (s *Store) Lease(stream string, max int, ttl time.Duration) ([]pipeline.Rec
 		return nil, nil
 	}
 	var out []pipeline.Record
+	var last uint64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b, err := streamBucket(tx, stream, false)
 		if err != nil {
 			return err
 		}
 		c := b.Bucket(bucketItems).Cursor()
-		for k, v := c.First(); k != nil && len(out) < max; k, v = c.Next() {
+		start := uint64(0)
+		if st.expiring == 0 {
+			start = st.scanFrom
+		}
+		for k, v := c.Seek(itob(start)); k != nil && len(out) < max; k, v = c.Next() {
 			seq := binary.BigEndian.Uint64(k)
+			last = seq
 			if e, ok := st.leases[seq]; ok && (e.IsZero() || e.After(now)) {
 				continue
 			}
@@ -209,7 +215,18 @@ func (s *Store) Lease(stream string, max int, ttl time.Duration) ([]pipeline.Rec
 		return nil, err
 	}
 	for _, r := range out {
+		if old, ok := st.leases[r.Seq]; ok && !old.IsZero() {
+			st.expiring-- // an expired lease taken over
+		}
 		st.leases[r.Seq] = exp
+		if !exp.IsZero() {
+			st.expiring++
+		}
+	}
+	// Everything examined is now leased: with no expiring leases, the
+	// next Lease can start after it.
+	if exp.IsZero() && st.expiring == 0 && last >= st.scanFrom {
+		st.scanFrom = last + 1
 	}
 	return out, nil
 }
@@ -236,9 +253,7 @@ func (s *Store) Nack(stream string, seqs []uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st := s.streams[stream]; st != nil {
-		for _, q := range seqs {
-			delete(st.leases, q)
-		}
+		st.release(seqs, true)
 	}
 }
 
@@ -282,11 +297,10 @@ func (s *Store) Ack(ctx context.Context, stream string, seqs []uint64, states ..
 	}, func(*deltas) { s.dropLeases(stream, seqs) })
 }
 
+// dropLeases forgets the leases of records that left the stream.
 func (s *Store) dropLeases(stream string, seqs []uint64) {
 	if st := s.streams[stream]; st != nil {
-		for _, q := range seqs {
-			delete(st.leases, q)
-		}
+		st.release(seqs, false)
 	}
 }
 
@@ -591,6 +605,7 @@ func (s *Store) Purge(ctx context.Context, stream string, what PurgeWhat, seqs [
 			if st := s.streams[stream]; st != nil {
 				if seqs == nil {
 					st.leases = map[uint64]time.Time{}
+					st.expiring, st.scanFrom = 0, 0
 				} else {
 					s.dropLeases(stream, seqs)
 				}

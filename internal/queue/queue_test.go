@@ -385,3 +385,42 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		t.Fatalf("round trip got %+v, want %+v", got, r)
 	}
 }
+
+func TestLeaseHintKeepsEveryRecordReachable(t *testing.T) {
+	s, _ := openTemp(t, Options{})
+	ctx := context.Background()
+	appendN(t, s, "f.s", 20)
+	a, _ := s.Lease("f.s", 5, -1) // 1-5
+	b, _ := s.Lease("f.s", 5, -1) // 6-10
+	if b[0].Seq != 6 {
+		t.Fatalf("second lease starts at %d, want 6", b[0].Seq)
+	}
+	_ = s.Ack(ctx, "f.s", []uint64{a[0].Seq, a[1].Seq}) // 1, 2 gone
+	s.Nack("f.s", []uint64{a[3].Seq})                   // 4 offered again
+	c, _ := s.Lease("f.s", 3, -1)
+	if fmt.Sprint(seqsOf(c)) != "[4 11 12]" {
+		t.Fatalf("after ack and nack got %v, want [4 11 12]", seqsOf(c))
+	}
+	// An expiring lease forces a full scan until it is gone.
+	d, _ := s.Lease("f.s", 1, time.Nanosecond) // 13, expires at once
+	if d[0].Seq != 13 {
+		t.Fatalf("got %d, want 13", d[0].Seq)
+	}
+	e, _ := s.Lease("f.s", 2, -1)
+	if fmt.Sprint(seqsOf(e)) != "[13 14]" {
+		t.Fatalf("after expiry got %v, want [13 14]", seqsOf(e))
+	}
+	s.Nack("f.s", seqsOf(b))
+	f, _ := s.Lease("f.s", 100, -1)
+	if fmt.Sprint(seqsOf(f)) != "[6 7 8 9 10 15 16 17 18 19 20]" {
+		t.Fatalf("final lease %v", seqsOf(f))
+	}
+}
+
+func seqsOf(rs []pipeline.Record) []uint64 {
+	out := make([]uint64, len(rs))
+	for i, r := range rs {
+		out[i] = r.Seq
+	}
+	return out
+}

@@ -126,6 +126,30 @@ type streamState struct {
 	dead, deadBytes int64
 	reserved        int64
 	leases          map[uint64]time.Time
+	// scanFrom is a hint for Lease: every record below it is leased without
+	// expiry (or gone). expiring counts leases with an expiry; while there
+	// are any, Lease scans from the start so expired leases are found.
+	scanFrom uint64
+	expiring int
+}
+
+// release drops the leases of seqs. When the records stay in the stream
+// (nack), the scan hint moves back so Lease offers them again; records that
+// were acked or dead-lettered are gone and the hint stays. Call with mu held.
+func (st *streamState) release(seqs []uint64, stay bool) {
+	for _, q := range seqs {
+		exp, ok := st.leases[q]
+		if !ok {
+			continue
+		}
+		delete(st.leases, q)
+		if !exp.IsZero() {
+			st.expiring--
+		}
+		if stay && q < st.scanFrom {
+			st.scanFrom = q
+		}
+	}
 }
 
 // counters is the persisted form of a stream's counters.
