@@ -36,7 +36,7 @@ func main() {
 // options are the command-line flags.
 type options struct {
 	listen, dataDir, config, cert, key, publicURL, logLevel, logFormat string
-	http, version                                                      bool
+	http, version, snapshot                                            bool
 }
 
 func newFlagSet(stderr io.Writer, o *options) *flag.FlagSet {
@@ -51,6 +51,7 @@ func newFlagSet(stderr io.Writer, o *options) *flag.FlagSet {
 	fs.StringVar(&o.publicURL, "public-url", "", "base `URL` to advertise and to expect as token audience, when clients reach the emulator through another name")
 	fs.StringVar(&o.logLevel, "log-level", "", "log `level`: trace, debug, info, warn or error (default info)")
 	fs.StringVar(&o.logFormat, "log-format", "", "log `format`: auto, json or console (default auto)")
+	fs.BoolVar(&o.snapshot, "snapshot", false, "save the state to DIR/state.json on shutdown and restore it on start (also snapshot: true in the config)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fo-emulator --listen ADDR --data-dir DIR [--config FILE] [--http]\n\n")
@@ -105,6 +106,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 			return exitUsage
 		}
 		cfg.TLS.CertFile, cfg.TLS.KeyFile = o.cert, o.key
+	}
+	if o.snapshot {
+		cfg.Snapshot = true
 	}
 	if o.publicURL != "" {
 		cfg.PublicURL = o.publicURL

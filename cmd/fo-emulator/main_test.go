@@ -50,7 +50,7 @@ func TestFlags(t *testing.T) {
 		code     int
 		contains []string
 	}{
-		{"help documents every flag", []string{"--help"}, 0, []string{"-listen", "-data-dir", "-config", "-http", "-cert", "-key", "-public-url", "-log-level", "-log-format", "-version", "Exit codes"}},
+		{"help documents every flag", []string{"--help"}, 0, []string{"-listen", "-data-dir", "-config", "-http", "-cert", "-key", "-public-url", "-log-level", "-log-format", "-snapshot", "-version", "Exit codes"}},
 		{"version", []string{"--version"}, 0, []string{"fo-emulator"}},
 		{"unknown flag", []string{"--nope"}, 2, []string{"flag provided but not defined: -nope"}},
 		{"stray argument", []string{"serve"}, 2, []string{"unexpected arguments: serve"}},
@@ -83,7 +83,9 @@ func TestRunInProcess(t *testing.T) {
 	done := make(chan int, 1)
 	var out, errOut syncBuffer
 	dir := t.TempDir()
-	go func() { done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--data-dir", dir, "--log-format", "json"}, &out, &errOut, ready) }()
+	go func() {
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--data-dir", dir, "--log-format", "json"}, &out, &errOut, ready)
+	}()
 	var em *foemu.Emulator
 	select {
 	case em = <-ready:

@@ -3,7 +3,7 @@ package foemu
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
+	"crypto/md5" //nolint:gosec // Content-MD5 is the Azure Blob integrity check of the protocol, not a security control
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -82,14 +82,14 @@ func httpFetch(ctx context.Context, client *http.Client, rawURL string, max int6
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBlob, logging.RedactText(err.Error()))
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		code := resp.Header.Get("x-ms-error-code")
 		return nil, fmt.Errorf("%w: the blob service answered %d %s", ErrBlob, resp.StatusCode, code)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBlob, err)
+		return nil, fmt.Errorf("%w: %w", ErrBlob, err)
 	}
 	if int64(len(b)) > max {
 		return nil, fmt.Errorf("%w: the package is larger than %d bytes", ErrBlob, max)
@@ -137,7 +137,7 @@ func newBuiltinStore(base string, client *http.Client) (*builtinStore, error) {
 func (b *builtinStore) signedURL(container, name, perms string, expiry time.Time) (string, error) {
 	qp, err := sasValues(container, name, perms, expiry).SignWithSharedKey(b.cred)
 	if err != nil {
-		return "", fmt.Errorf("%w: sign SAS: %v", ErrBlob, err)
+		return "", fmt.Errorf("%w: sign SAS: %w", ErrBlob, err)
 	}
 	return b.base + "/_blob/" + container + "/" + escapeBlobName(name) + "?" + qp.Encode(), nil
 }
@@ -219,9 +219,10 @@ func (b *builtinStore) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	need := "r"
-	if r.Method == http.MethodPut {
+	switch r.Method {
+	case http.MethodPut:
 		need = "cw"
-	} else if r.Method == http.MethodDelete {
+	case http.MethodDelete:
 		need = "d"
 	}
 	if code, msg := b.checkSAS(q, container, name, need); code != "" {
@@ -277,7 +278,7 @@ func (b *builtinStore) servePut(w http.ResponseWriter, r *http.Request, key stri
 		return
 	}
 	if md5h := r.Header.Get("Content-MD5"); md5h != "" {
-		sum := md5.Sum(body)
+		sum := md5.Sum(body) //nolint:gosec // see the import
 		if base64.StdEncoding.EncodeToString(sum[:]) != md5h {
 			blobError(w, http.StatusBadRequest, "Md5Mismatch", "The MD5 value specified in the request did not match with the MD5 value calculated by the server.")
 			return
@@ -403,14 +404,14 @@ type azuriteStore struct {
 func newAzuriteStore(cfg BlobConfig, client *http.Client) (*azuriteStore, error) {
 	cred, err := azblob.NewSharedKeyCredential(cfg.Account, cfg.Key)
 	if err != nil {
-		return nil, fmt.Errorf("%w: storage account key: %v", ErrConfig, err)
+		return nil, fmt.Errorf("%w: storage account key: %w", ErrConfig, err)
 	}
 	endpoint := strings.TrimRight(cfg.Endpoint, "/")
 	svc, err := azblob.NewClientWithSharedKeyCredential(endpoint+"/", cred, &azblob.ClientOptions{
 		ClientOptions: azcore.ClientOptions{Transport: client, Retry: policy.RetryOptions{MaxRetries: 2}},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: blob client: %v", ErrConfig, err)
+		return nil, fmt.Errorf("%w: blob client: %w", ErrConfig, err)
 	}
 	return &azuriteStore{endpoint: endpoint, cred: cred, svc: svc, client: client, created: map[string]bool{}}, nil
 }
@@ -424,7 +425,7 @@ func (a *azuriteStore) ensureContainer(ctx context.Context, container string) er
 		return nil
 	}
 	if _, err := a.svc.CreateContainer(ctx, container, nil); err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
-		return fmt.Errorf("%w: create container %s: %v", ErrBlob, container, shortAzError(err))
+		return fmt.Errorf("%w: create container %s: %s", ErrBlob, container, shortAzError(err))
 	}
 	a.mu.Lock()
 	a.created[container] = true
@@ -440,7 +441,7 @@ func (a *azuriteStore) signedURL(container, name, perms string, expiry time.Time
 	}
 	qp, err := sasValues(container, name, perms, expiry).SignWithSharedKey(a.cred)
 	if err != nil {
-		return "", fmt.Errorf("%w: sign SAS: %v", ErrBlob, err)
+		return "", fmt.Errorf("%w: sign SAS: %w", ErrBlob, err)
 	}
 	return a.endpoint + "/" + container + "/" + escapeBlobName(name) + "?" + qp.Encode(), nil
 }
@@ -454,7 +455,7 @@ func (a *azuriteStore) put(ctx context.Context, container, name string, data []b
 		return err
 	}
 	if _, err := a.svc.UploadBuffer(ctx, container, name, data, nil); err != nil {
-		return fmt.Errorf("%w: upload %s/%s: %v", ErrBlob, container, name, shortAzError(err))
+		return fmt.Errorf("%w: upload %s/%s: %s", ErrBlob, container, name, shortAzError(err))
 	}
 	return nil
 }

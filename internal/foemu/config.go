@@ -134,7 +134,7 @@ type TLSConfig struct {
 	// --key). Empty means a CA and server certificate generated on first
 	// start and kept in the data directory.
 	CertFile string `yaml:"cert_file" json:"cert_file,omitempty"`
-	KeyFile  string `yaml:"key_file" json:"key_file,omitempty"`
+	KeyFile  string `yaml:"key_file" json:"key_file,omitempty"` // key of CertFile
 	// Hosts are extra DNS names or IP addresses for the generated server
 	// certificate, beyond 127.0.0.1, ::1 and localhost.
 	Hosts []string `yaml:"hosts" json:"hosts,omitempty"`
@@ -142,8 +142,8 @@ type TLSConfig struct {
 
 // LogConfig configures the command's logger.
 type LogConfig struct {
-	Level  string `yaml:"level" json:"level"`
-	Format string `yaml:"format" json:"format"`
+	Level  string `yaml:"level" json:"level"`   // trace, debug, info, warn or error
+	Format string `yaml:"format" json:"format"` // auto, json or console
 }
 
 // ControlConfig configures the /_emulator inspection and fault endpoints.
@@ -293,7 +293,7 @@ type BlobConfig struct {
 	// Account and Key are the storage account credentials (default: the
 	// Azurite well-known account and key).
 	Account string `yaml:"account" json:"account,omitempty"`
-	Key     string `yaml:"key" json:"-"`
+	Key     string `yaml:"key" json:"-"` // base64 account key; never shown by /_emulator/config
 	// Container holds the packages (default dmf).
 	Container string `yaml:"container" json:"container"`
 }
@@ -429,7 +429,7 @@ func (t *ThrottleConfig) applyDefaults() {
 func LoadConfig(file string) (Config, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return Config{}, fmt.Errorf("%w: %v", ErrConfig, err)
+		return Config{}, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	c := DefaultConfig()
 	doc, err := decodeYAML(file, data, &c)

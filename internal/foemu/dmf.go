@@ -37,19 +37,19 @@ const errorContainer = "dmf-errors"
 
 // Execution is a DMF import job started by ImportFromPackage.
 type Execution struct {
-	ID              string `json:"execution_id"`
-	DefinitionGroup string `json:"definition_group"`
+	ID              string `json:"execution_id"`     // executionId, given or generated
+	DefinitionGroup string `json:"definition_group"` // definitionGroupId (data project name)
 	// PackageURL is the package URL with its SAS signature redacted.
 	PackageURL  string            `json:"package_url"`
-	LegalEntity string            `json:"legal_entity"`
-	Execute     bool              `json:"execute"`
-	Overwrite   bool              `json:"overwrite"`
-	Status      string            `json:"status"`
-	ClientID    string            `json:"client_id"`
-	SubmittedAt time.Time         `json:"submitted_at"`
-	StartedAt   *time.Time        `json:"started_at,omitempty"`
-	FinishedAt  *time.Time        `json:"finished_at,omitempty"`
-	Entities    []EntityExecution `json:"entities"`
+	LegalEntity string            `json:"legal_entity"`          // company the rows are imported into
+	Execute     bool              `json:"execute"`               // execute parameter: run staging to target
+	Overwrite   bool              `json:"overwrite"`             // overwrite parameter (recorded only)
+	Status      string            `json:"status"`                // DMFExecutionSummaryStatus value
+	ClientID    string            `json:"client_id"`             // application that submitted it
+	SubmittedAt time.Time         `json:"submitted_at"`          // ImportFromPackage time
+	StartedAt   *time.Time        `json:"started_at,omitempty"`  // when it became Executing
+	FinishedAt  *time.Time        `json:"finished_at,omitempty"` // when it reached a final status
+	Entities    []EntityExecution `json:"entities"`              // one per manifest entity, in execution order
 	// Submissions counts ImportFromPackage calls with this executionId.
 	Submissions int `json:"submissions"`
 
@@ -64,18 +64,18 @@ type EntityExecution struct {
 	// EntityName is the DMF label from the manifest; EntitySet the entity
 	// it resolved to.
 	EntityName   string `json:"entity_name"`
-	EntitySet    string `json:"entity_set"`
-	SourceFormat string `json:"source_format"`
-	InputFile    string `json:"input_file"`
+	EntitySet    string `json:"entity_set"`    // the entity set the label resolved to
+	SourceFormat string `json:"source_format"` // SourceFormat of the manifest
+	InputFile    string `json:"input_file"`    // InputFilePath of the manifest
 	// Status is a per-entity state: NotRun, Executing, Finished or Error.
 	Status            string `json:"status"`
-	StagingRecords    int    `json:"staging_records"`
-	StagingErrorCount int    `json:"staging_error_count"`
-	TargetRecords     int    `json:"target_records"`
-	TargetErrorCount  int    `json:"target_error_count"`
+	StagingRecords    int    `json:"staging_records"`     // rows loaded to staging
+	StagingErrorCount int    `json:"staging_error_count"` // rows that failed source to staging
+	TargetRecords     int    `json:"target_records"`      // rows inserted into the entity
+	TargetErrorCount  int    `json:"target_error_count"`  // rows that failed staging to target
 	// Message is an entity-level failure (bad file, bad mapping).
 	Message string     `json:"message,omitempty"`
-	Errors  []RowError `json:"errors,omitempty"`
+	Errors  []RowError `json:"errors,omitempty"` // per-row errors in row order
 
 	entity  *Entity
 	plan    dmfpkg.Entity
@@ -92,7 +92,7 @@ type RowError struct {
 	// Stage is staging (the value did not convert) or target (validation
 	// or a duplicate key).
 	Stage   string `json:"stage"`
-	Message string `json:"message"`
+	Message string `json:"message"` // F&O-style error text
 }
 
 type stagedRow struct {

@@ -333,7 +333,7 @@ func TestDMFImportRejects(t *testing.T) {
 		{"no manifest", func() []byte {
 			var buf bytes.Buffer
 			_ = dmfpkg.Build(&buf, dmfpkg.Header{}, dmfpkg.Manifest{}, nil)
-			return bytes.Replace(buf.Bytes(), []byte("Manifest.xml"), []byte("Manifest.txt"), -1)
+			return bytes.ReplaceAll(buf.Bytes(), []byte("Manifest.xml"), []byte("Manifest.txt"))
 		}(), "file not found in package: Manifest.xml"},
 		{"wrong namespace", wrongNS(), "Expecting element 'DataManagementPackageManifest' from namespace 'http://schemas.microsoft.com/dynamics/2015/01/DataManagement'"},
 	}

@@ -358,7 +358,7 @@ func classify(path string) (route, tenant string) {
 		switch rest {
 		case "oauth2/v2.0/token", "oauth2/token":
 			return RouteToken, seg[0]
-		case "v2.0/.well-known/openid-configuration", ".well-known/openid-configuration":
+		case "v2.0/.well-known/openid-configuration", ".well-known/openid-configuration", "discovery/v2.0/keys", "discovery/keys":
 			return RouteDiscovery, seg[0]
 		}
 	}
@@ -378,7 +378,7 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
 		if v := recover(); v != nil {
-			if v == http.ErrAbortHandler {
+			if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 				e.stats.record(route, rec.client, 0)
 				panic(v)
 			}
@@ -454,6 +454,7 @@ type statusRecorder struct {
 	client string
 }
 
+// WriteHeader records the status.
 func (s *statusRecorder) WriteHeader(code int) {
 	if !s.wrote {
 		s.status, s.wrote = code, true
@@ -461,6 +462,7 @@ func (s *statusRecorder) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
+// Write notes that the handler answered.
 func (s *statusRecorder) Write(b []byte) (int, error) {
 	s.wrote = true
 	return s.ResponseWriter.Write(b)
@@ -488,12 +490,6 @@ func (e *Emulator) serveIndex(w http.ResponseWriter, r *http.Request) {
 		"control":         e.baseURL + "/_emulator/",
 		"entity_sets":     e.schema.sets(),
 	})
-}
-
-// clientFrom returns the authenticated client of a request.
-func clientFrom(r *http.Request) *ClientConfig {
-	c, _ := r.Context().Value(clientKey).(*ClientConfig)
-	return c
 }
 
 // sameHostURL reports whether u points at this emulator.

@@ -33,11 +33,11 @@ type FaultRule struct {
 	// Latency is added before the request is handled; Jitter adds a random
 	// extra delay up to its value.
 	Latency Duration `yaml:"latency" json:"latency,omitempty"`
-	Jitter  Duration `yaml:"jitter" json:"jitter,omitempty"`
+	Jitter  Duration `yaml:"jitter" json:"jitter,omitempty"` // random extra latency, up to this value
 	// ErrorRate is the fraction (0 to 1) of requests answered with
 	// ErrorStatus (default 503) instead of being handled.
 	ErrorRate   float64 `yaml:"error_rate" json:"error_rate,omitempty"`
-	ErrorStatus int     `yaml:"error_status" json:"error_status,omitempty"`
+	ErrorStatus int     `yaml:"error_status" json:"error_status,omitempty"` // status of injected errors (default 503)
 	// Outage, if set, makes the route unavailable for a time window.
 	Outage *Outage `yaml:"outage" json:"outage,omitempty"`
 }
@@ -336,6 +336,7 @@ func newGateListener(ln net.Listener) *gateListener {
 	return &gateListener{inner: ln, addr: ln.Addr(), done: make(chan struct{})}
 }
 
+// Accept waits for a connection, riding out outages.
 func (g *gateListener) Accept() (net.Conn, error) {
 	for {
 		g.mu.Lock()
@@ -364,8 +365,10 @@ func (g *gateListener) Accept() (net.Conn, error) {
 	}
 }
 
+// Addr returns the listen address, stable across outages.
 func (g *gateListener) Addr() net.Addr { return g.addr }
 
+// Close closes the listener for good.
 func (g *gateListener) Close() error {
 	g.close()
 	return nil

@@ -76,6 +76,7 @@ func newStdLogger(l zerolog.Logger) *log.Logger {
 
 type stdWriter struct{ l zerolog.Logger }
 
+// Write logs one server message.
 func (s stdWriter) Write(b []byte) (int, error) {
 	s.l.Debug().Str(logging.FieldReason, logging.RedactText(strings.TrimSpace(string(b)))).Msg("http server")
 	return len(b), nil

@@ -22,19 +22,19 @@ import (
 // Claims are the claims of an access token the emulator issues. They follow
 // Microsoft Entra ID app-only tokens.
 type Claims struct {
-	Aud   string `json:"aud"`
-	Iss   string `json:"iss"`
-	Iat   int64  `json:"iat"`
-	Nbf   int64  `json:"nbf"`
-	Exp   int64  `json:"exp"`
-	AppID string `json:"appid"`
-	Azp   string `json:"azp"`
-	Tid   string `json:"tid"`
-	Oid   string `json:"oid"`
-	Sub   string `json:"sub"`
-	Idtyp string `json:"idtyp"`
-	Ver   string `json:"ver"`
-	Jti   string `json:"jti"`
+	Aud   string `json:"aud"`   // audience: the resource of the scope
+	Iss   string `json:"iss"`   // issuer: <base>/<tenant>/v2.0
+	Iat   int64  `json:"iat"`   // issued at (Unix seconds)
+	Nbf   int64  `json:"nbf"`   // not before
+	Exp   int64  `json:"exp"`   // expiry
+	AppID string `json:"appid"` // client ID (v1 claim name)
+	Azp   string `json:"azp"`   // client ID (v2 claim name)
+	Tid   string `json:"tid"`   // tenant ID from the token URL
+	Oid   string `json:"oid"`   // object ID of the service principal, stable per client
+	Sub   string `json:"sub"`   // subject, same as Oid
+	Idtyp string `json:"idtyp"` // "app" for client credentials
+	Ver   string `json:"ver"`   // token version
+	Jti   string `json:"jti"`   // unique token ID
 }
 
 // Token errors, reported in logs (the 401 itself carries no body, as F&O).
@@ -59,6 +59,12 @@ func (e *Emulator) serveDiscovery(w http.ResponseWriter, r *http.Request, tenant
 	}
 	if !e.tenantOK(tenant) {
 		writeAADError(w, http.StatusBadRequest, "invalid_tenant", 90002, fmt.Sprintf("Tenant '%s' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.", tenant))
+		return
+	}
+	if strings.HasSuffix(r.URL.Path, "/keys") {
+		// Tokens are HMAC-signed with a per-process key, which is not
+		// published: resources check tokens by calling the emulator.
+		writeJSON(w, http.StatusOK, map[string]any{"keys": []any{}})
 		return
 	}
 	base := e.baseURL + "/" + tenant

@@ -40,9 +40,9 @@ type Message struct {
 	ID int64 `json:"id"`
 	// Company, Queue, Type and Content are the SendMessage parameters.
 	Company string `json:"company"`
-	Queue   string `json:"queue"`
-	Type    string `json:"type"`
-	Content string `json:"content"`
+	Queue   string `json:"queue"`   // _messageQueue (JmgMES3P)
+	Type    string `json:"type"`    // _messageType
+	Content string `json:"content"` // _messageContent as sent
 	// ProductionOrder is the ProductionOrderNumber of the content; messages
 	// of the same order are processed in order of arrival.
 	ProductionOrder string `json:"production_order,omitempty"`
@@ -58,7 +58,7 @@ type Message struct {
 	ClientID string `json:"client_id"`
 	// ReceivedAt and ProcessedAt are the arrival and final times.
 	ReceivedAt  time.Time  `json:"received_at"`
-	ProcessedAt *time.Time `json:"processed_at,omitempty"`
+	ProcessedAt *time.Time `json:"processed_at,omitempty"` // when it was Processed or Failed
 
 	next     time.Time
 	inflight bool
@@ -362,7 +362,8 @@ func (e *Emulator) serveMES(w http.ResponseWriter, r *http.Request, cl *ClientCo
 	}
 	deser := func(detail string) {
 		e.log.Debug().Str(logging.FieldClientID, cl.ClientID).Str(logging.FieldReason, detail).Msg("message rejected")
-		serviceError(w, status, "An exception occured when deserializing a parameters - "+detail, "XppServicesDeserializationException")
+		// F&O's own spelling, kept so that clients matching on it work.
+		serviceError(w, status, "An exception occured when deserializing a parameters - "+detail, "XppServicesDeserializationException") //nolint:misspell // F&O's text
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
@@ -380,31 +381,31 @@ func (e *Emulator) serveMES(w http.ResponseWriter, r *http.Request, cl *ClientCo
 		}
 		s, ok := v.(string)
 		if !ok {
-			token := "a non-string value"
+			kind := "a non-string value"
 			switch v.(type) {
 			case map[string]any:
-				token = "StartObject"
+				kind = "StartObject"
 			case []any:
-				token = "StartArray"
+				kind = "StartArray"
 			case json.Number:
-				token = "Integer"
+				kind = "Integer"
 			case bool:
-				token = "Boolean"
+				kind = "Boolean"
 			case nil:
-				token = "Null"
+				kind = "Null"
 			}
 			hint := ""
 			if name == "_messageContent" {
 				hint = " _messageContent must be the message JSON serialized into a string, not a nested object."
 			}
-			deser(fmt.Sprintf("Exception occurred when parsing and deserializing parameter '%s' - 'Unexpected token while reading a string: %s. Path '%s'.'%s", name, token, name, hint))
+			deser(fmt.Sprintf("Exception occurred when parsing and deserializing parameter '%s' - 'Unexpected token while reading a string: %s. Path '%s'.'%s", name, kind, name, hint))
 			return
 		}
 		params[name] = s
 	}
 	invoke := func(detail string) {
 		e.log.Debug().Str(logging.FieldClientID, cl.ClientID).Str(logging.FieldReason, detail).Msg("message rejected")
-		serviceError(w, status, "An exception occured when invoking the operation - "+detail, "ErrorException")
+		serviceError(w, status, "An exception occured when invoking the operation - "+detail, "ErrorException") //nolint:misspell // F&O's text
 	}
 	company := params["_companyId"]
 	if !e.companyExists(company) {

@@ -186,7 +186,7 @@ func TestMESRejects(t *testing.T) {
 		{"wrong type", with("_messageContent", `{"ProductionOrderNumber":"P000101","StartedQuantity":"many"}`), "Field 'StartedQuantity': a number was expected."},
 		{"bad enum", with("_messageContent", `{"ProductionOrderNumber":"P000101","AutomaticBOMConsumptionRule":"Sometimes"}`), "'Sometimes' is not one of FlushingPrincip, Always, Never."},
 		{"content not JSON", with("_messageContent", `ProductionOrderNumber=P1`), "The message content is not a JSON object"},
-		{"body not JSON", "{", "An exception occured when deserializing a parameters"},
+		{"body not JSON", "{", "An exception occured when deserializing a parameters"}, //nolint:misspell // F&O's text
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

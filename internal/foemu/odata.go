@@ -662,7 +662,7 @@ func (e *Emulator) metadataXML() []byte {
 	for _, n := range enums {
 		b.WriteString(`<EnumType Name="` + xmlAttr(n) + `">`)
 		for i, m := range e.schema.Enums[n] {
-			b.WriteString(fmt.Sprintf(`<Member Name="%s" Value="%d"/>`, xmlAttr(m), i))
+			fmt.Fprintf(&b, `<Member Name="%s" Value="%d"/>`, xmlAttr(m), i)
 		}
 		b.WriteString(`</EnumType>`)
 	}
@@ -688,7 +688,7 @@ func (e *Emulator) metadataXML() []byte {
 			if f.Type == TypeDecimal {
 				extra = ` Precision="32" Scale="6"`
 			}
-			b.WriteString(fmt.Sprintf(`<Property Name="%s" Type="%s" Nullable="%s"%s/>`, xmlAttr(f.Name), typ, nullable, extra))
+			fmt.Fprintf(&b, `<Property Name="%s" Type="%s" Nullable="%s"%s/>`, xmlAttr(f.Name), typ, nullable, extra)
 		}
 		b.WriteString(`</EntityType>`)
 	}

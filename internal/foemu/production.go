@@ -12,7 +12,7 @@ import (
 )
 
 // prodState is what MES messages did to a production order beyond its
-// header record.
+// header record. Its fields are exported for the JSON snapshot.
 type prodState struct {
 	ReportedGood  float64
 	ReportedError float64
@@ -24,28 +24,28 @@ type prodState struct {
 
 // OperationState is the route card progress of one operation.
 type OperationState struct {
-	Hours        float64 `json:"hours"`
-	GoodQuantity float64 `json:"good_quantity"`
-	ErrorQty     float64 `json:"error_quantity"`
-	Completed    bool    `json:"completed"`
+	Hours        float64 `json:"hours"`          // reported hours
+	GoodQuantity float64 `json:"good_quantity"`  // reported good quantity
+	ErrorQty     float64 `json:"error_quantity"` // reported error quantity
+	Completed    bool    `json:"completed"`      // an OperationCompleted=Yes line was posted
 }
 
 // ProductionOrder is the emulator's view of a production order: its header
 // record plus what MES messages reported.
 type ProductionOrder struct {
-	Company           string                    `json:"company"`
-	Number            string                    `json:"production_order"`
-	ItemNumber        string                    `json:"item_number"`
-	Status            string                    `json:"status"`
-	ScheduledQuantity float64                   `json:"scheduled_quantity"`
-	StartedQuantity   float64                   `json:"started_quantity"`
-	RemainingQuantity float64                   `json:"remaining_quantity"`
-	ReportedGood      float64                   `json:"reported_good_quantity"`
-	ReportedError     float64                   `json:"reported_error_quantity"`
-	Consumption       map[string]float64        `json:"consumption"`
-	Operations        map[string]OperationState `json:"operations"`
-	StartedAt         *time.Time                `json:"started_at,omitempty"`
-	EndedAt           *time.Time                `json:"ended_at,omitempty"`
+	Company           string                    `json:"company"`                 // dataAreaId in upper case
+	Number            string                    `json:"production_order"`        // ProductionOrderNumber
+	ItemNumber        string                    `json:"item_number"`             // item produced
+	Status            string                    `json:"status"`                  // ProductionOrderStatus (ProdStatus)
+	ScheduledQuantity float64                   `json:"scheduled_quantity"`      // planned quantity
+	StartedQuantity   float64                   `json:"started_quantity"`        // quantity started
+	RemainingQuantity float64                   `json:"remaining_quantity"`      // RemainingReportAsFinishedQuantity
+	ReportedGood      float64                   `json:"reported_good_quantity"`  // good quantity reported as finished
+	ReportedError     float64                   `json:"reported_error_quantity"` // error quantity reported as finished
+	Consumption       map[string]float64        `json:"consumption"`             // item number to consumed quantity
+	Operations        map[string]OperationState `json:"operations"`              // operation number to route card progress
+	StartedAt         *time.Time                `json:"started_at,omitempty"`    // first start
+	EndedAt           *time.Time                `json:"ended_at,omitempty"`      // when the order was ended
 }
 
 // errNotApplicable carries an infolog text for a message that cannot be

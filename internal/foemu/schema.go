@@ -302,6 +302,7 @@ type convError struct {
 	msg   string
 }
 
+// Error returns the OData-style message.
 func (c *convError) Error() string { return c.msg }
 
 // zero returns the value F&O reports for an unset field.

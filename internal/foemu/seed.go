@@ -22,8 +22,8 @@ type Seed struct {
 
 // Company is a legal entity.
 type Company struct {
-	ID   string `yaml:"id" json:"id"`
-	Name string `yaml:"name" json:"name"`
+	ID   string `yaml:"id" json:"id"`     // dataAreaId, at most 4 characters
+	Name string `yaml:"name" json:"name"` // display name
 }
 
 func defaultSeed() *Seed {

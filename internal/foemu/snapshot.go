@@ -55,7 +55,7 @@ func (e *Emulator) saveSnapshot() error {
 		return fmt.Errorf("encode snapshot: %w", err)
 	}
 	tmp := e.snapshotPath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return fmt.Errorf("write snapshot: %w", err)
 	}
 	if err := os.Rename(tmp, e.snapshotPath()); err != nil {
@@ -78,7 +78,7 @@ func (e *Emulator) loadSnapshot() error {
 	}
 	var s snapshot
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("%w: %s is not a valid snapshot (delete it to start from the seed): %v", ErrConfig, e.snapshotPath(), err)
+		return fmt.Errorf("%w: %s is not a valid snapshot (delete it to start from the seed): %w", ErrConfig, e.snapshotPath(), err)
 	}
 	st, err := newStore(e.schema, &Seed{DefaultCompany: e.cfg.seed.DefaultCompany, Companies: e.cfg.seed.Companies})
 	if err != nil {

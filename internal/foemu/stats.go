@@ -30,7 +30,7 @@ type ClientStats struct {
 	// BatchOperations counts operations inside $batch requests, and
 	// ThrottledOperations those answered with an inner 429.
 	BatchOperations     int64 `json:"batch_operations"`
-	ThrottledOperations int64 `json:"throttled_operations"`
+	ThrottledOperations int64 `json:"throttled_operations"` // batch operations answered 429
 	// ByRoute maps route to status to count.
 	ByRoute map[string]map[string]int64 `json:"by_route"`
 }

@@ -53,7 +53,7 @@ func newStore(schema *Schema, seed *Seed) (*store, error) {
 		for i, rec := range seed.Records[set] {
 			vals, err := st.convertInput(e, jsonRecord(rec))
 			if err != nil {
-				return nil, fmt.Errorf("%w: seed: %s[%d]: %v", ErrConfig, set, i, err)
+				return nil, fmt.Errorf("%w: seed: %s[%d]: %w", ErrConfig, set, i, err)
 			}
 			full, infolog := st.prepareCreate(e, vals, seed.DefaultCompany)
 			if infolog != nil {

@@ -36,7 +36,7 @@ func loadOrCreateTLS(dir string, cfg TLSConfig) (*tls.Config, string, *x509.Cert
 	if cfg.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
 		if err != nil {
-			return nil, "", nil, fmt.Errorf("%w: load certificate: %v", ErrConfig, err)
+			return nil, "", nil, fmt.Errorf("%w: load certificate: %w", ErrConfig, err)
 		}
 		for _, der := range cert.Certificate {
 			if c, err := x509.ParseCertificate(der); err == nil {

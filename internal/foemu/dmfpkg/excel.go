@@ -27,7 +27,7 @@ const (
 func ReadExcel(data []byte, sheet string) (*Table, error) {
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
-		return nil, fmt.Errorf("%w: not an .xlsx workbook: %v", ErrFormat, err)
+		return nil, fmt.Errorf("%w: not an .xlsx workbook: %w", ErrFormat, err)
 	}
 	files := map[string]*zip.File{}
 	for _, f := range zr.File {
@@ -114,7 +114,7 @@ func openPart(files map[string]*zip.File, name string) (io.ReadCloser, error) {
 	}
 	rc, err := f.Open()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrFormat, name, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrFormat, name, err)
 	}
 	return rc, nil
 }
@@ -124,9 +124,9 @@ func readXMLPart(files map[string]*zip.File, name string, v any) error {
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	if err := xml.NewDecoder(io.LimitReader(rc, maxExcelPart)).Decode(v); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrFormat, name, err)
+		return fmt.Errorf("%w: %s: %w", ErrFormat, name, err)
 	}
 	return nil
 }
@@ -153,7 +153,7 @@ func readSheet(files map[string]*zip.File, name string, shared []string) (*Table
 	if err != nil {
 		return nil, err
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	dec := xml.NewDecoder(io.LimitReader(rc, maxExcelPart))
 	t := &Table{Format: FormatExcel}
 	rowNum := 0
@@ -163,7 +163,7 @@ func readSheet(files map[string]*zip.File, name string, shared []string) (*Table
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrFormat, name, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrFormat, name, err)
 		}
 		se, ok := tok.(xml.StartElement)
 		if !ok || se.Name.Local != "row" {
@@ -171,7 +171,7 @@ func readSheet(files map[string]*zip.File, name string, shared []string) (*Table
 		}
 		var row xlsxRow
 		if err := dec.DecodeElement(&row, &se); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrFormat, name, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrFormat, name, err)
 		}
 		rowNum++
 		if row.R > 0 {
@@ -179,7 +179,7 @@ func readSheet(files map[string]*zip.File, name string, shared []string) (*Table
 		}
 		vals, err := rowValues(row, shared)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s row %d: %v", ErrFormat, name, rowNum, err)
+			return nil, fmt.Errorf("%w: %s row %d: %w", ErrFormat, name, rowNum, err)
 		}
 		if t.Header == nil {
 			for i := range vals {

@@ -50,7 +50,7 @@ func ReadCSVUnicode(data []byte) (*Table, error) {
 	}
 	text, err := decodeUTF16(data[2:], false)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotUnicode, err)
+		return nil, fmt.Errorf("%w: %w", ErrNotUnicode, err)
 	}
 	if line, bad := firstBareLineEnd(text); bad != "" {
 		return nil, fmt.Errorf("%w: line %d ends with %s", ErrLineEnding, line, bad)
@@ -65,7 +65,7 @@ func ReadCSVUnicode(data []byte) (*Table, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrFormat, err)
+			return nil, fmt.Errorf("%w: %w", ErrFormat, err)
 		}
 		line, _ := r.FieldPos(0)
 		if t.Header == nil {

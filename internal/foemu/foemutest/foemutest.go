@@ -104,7 +104,7 @@ func ClientToken(t testing.TB, em *foemu.Emulator, clientID, secret, scope strin
 	if err != nil {
 		t.Fatalf("token request: %v", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var body struct {
 		AccessToken string `json:"access_token"`
 		Error       string `json:"error_description"`
@@ -135,6 +135,7 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 
 type testWriter struct{ t testing.TB }
 
+// Write logs through the test.
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil

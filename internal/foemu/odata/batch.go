@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -40,8 +39,8 @@ type Operation struct {
 // BatchPart is a top-level part of a $batch request: either a single
 // operation, or a changeset whose operations succeed or fail together.
 type BatchPart struct {
-	Changeset  bool
-	Operations []Operation
+	Changeset  bool        // the part is a changeset
+	Operations []Operation // one operation, or the changeset operations
 }
 
 // ParseBatch reads a multipart/mixed $batch body. contentType is the
@@ -63,11 +62,11 @@ func ParseBatch(contentType string, body io.Reader, maxOps int) ([]BatchPart, er
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrMalformedBatch, err)
+			return nil, errorf(ErrMalformedBatch, "%v", err)
 		}
 		mt, params, err := mime.ParseMediaType(p.Header.Get("Content-Type"))
 		if err != nil {
-			return nil, fmt.Errorf("%w: part %d: missing or invalid Content-Type", ErrMalformedBatch, len(parts)+1)
+			return nil, errorf(ErrMalformedBatch, "part %d: missing or invalid Content-Type", len(parts)+1)
 		}
 		switch mt {
 		case "multipart/mixed":
@@ -87,34 +86,34 @@ func ParseBatch(contentType string, body io.Reader, maxOps int) ([]BatchPart, er
 			}
 			parts = append(parts, BatchPart{Operations: []Operation{op}})
 		default:
-			return nil, fmt.Errorf("%w: part %d has content type %q; expected application/http or multipart/mixed", ErrMalformedBatch, len(parts)+1, mt)
+			return nil, errorf(ErrMalformedBatch, "part %d has content type %q; expected application/http or multipart/mixed", len(parts)+1, mt)
 		}
 	}
 	if len(parts) == 0 {
-		return nil, fmt.Errorf("%w: the batch contains no parts", ErrMalformedBatch)
+		return nil, errorf(ErrMalformedBatch, "the batch contains no parts")
 	}
 	return parts, nil
 }
 
 func tooMany(maxOps int) error {
-	return fmt.Errorf("%w: The current batch message contains too many parts. Only batch messages with a maximum number of '%d' query operations and change sets are allowed.", ErrTooManyOperations, maxOps)
+	return errorf(ErrTooManyOperations, "The current batch message contains too many parts. Only batch messages with a maximum number of '%d' query operations and change sets are allowed.", maxOps)
 }
 
 func multipartBoundary(contentType string) (string, error) {
 	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil || mt != "multipart/mixed" {
-		return "", fmt.Errorf("%w: the content type %q is not multipart/mixed", ErrMalformedBatch, contentType)
+		return "", errorf(ErrMalformedBatch, "the content type %q is not multipart/mixed", contentType)
 	}
 	b := params["boundary"]
 	if b == "" || len(b) > 70 {
-		return "", fmt.Errorf("%w: the content type has no valid boundary parameter", ErrMalformedBatch)
+		return "", errorf(ErrMalformedBatch, "the content type has no valid boundary parameter")
 	}
 	return b, nil
 }
 
 func parseChangeset(r io.Reader, boundary string, ops *int, maxOps int) ([]Operation, error) {
 	if boundary == "" || len(boundary) > 70 {
-		return nil, fmt.Errorf("%w: changeset without a valid boundary", ErrMalformedBatch)
+		return nil, errorf(ErrMalformedBatch, "changeset without a valid boundary")
 	}
 	mr := multipart.NewReader(r, boundary)
 	var out []Operation
@@ -124,18 +123,18 @@ func parseChangeset(r io.Reader, boundary string, ops *int, maxOps int) ([]Opera
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: changeset: %v", ErrMalformedBatch, err)
+			return nil, errorf(ErrMalformedBatch, "changeset: %v", err)
 		}
 		mt, _, err := mime.ParseMediaType(p.Header.Get("Content-Type"))
 		if err != nil || mt != "application/http" {
-			return nil, fmt.Errorf("%w: changeset part %d must have content type application/http", ErrMalformedBatch, len(out)+1)
+			return nil, errorf(ErrMalformedBatch, "changeset part %d must have content type application/http", len(out)+1)
 		}
 		op, err := readOperation(p)
 		if err != nil {
 			return nil, err
 		}
 		if op.Method == http.MethodGet {
-			return nil, fmt.Errorf("%w: a changeset must not contain a GET request", ErrMalformedBatch)
+			return nil, errorf(ErrMalformedBatch, "a changeset must not contain a GET request")
 		}
 		*ops++
 		if maxOps > 0 && *ops > maxOps {
@@ -144,7 +143,7 @@ func parseChangeset(r io.Reader, boundary string, ops *int, maxOps int) ([]Opera
 		out = append(out, op)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: empty changeset", ErrMalformedBatch)
+		return nil, errorf(ErrMalformedBatch, "empty changeset")
 	}
 	return out, nil
 }
@@ -159,10 +158,10 @@ var methods = map[string]bool{
 func readOperation(p *multipart.Part) (Operation, error) {
 	raw, err := io.ReadAll(io.LimitReader(p, maxPartBytes+1))
 	if err != nil {
-		return Operation{}, fmt.Errorf("%w: %v", ErrMalformedBatch, err)
+		return Operation{}, errorf(ErrMalformedBatch, "%v", err)
 	}
 	if len(raw) > maxPartBytes {
-		return Operation{}, fmt.Errorf("%w: operation larger than %d bytes", ErrMalformedBatch, maxPartBytes)
+		return Operation{}, errorf(ErrMalformedBatch, "operation larger than %d bytes", maxPartBytes)
 	}
 	br := bufio.NewReader(bytes.NewReader(raw))
 	tp := textproto.NewReader(br)
@@ -170,7 +169,7 @@ func readOperation(p *multipart.Part) (Operation, error) {
 	for {
 		line, err = tp.ReadLine()
 		if err != nil {
-			return Operation{}, fmt.Errorf("%w: operation without a request line", ErrMalformedBatch)
+			return Operation{}, errorf(ErrMalformedBatch, "operation without a request line")
 		}
 		if strings.TrimSpace(line) != "" {
 			break
@@ -178,19 +177,19 @@ func readOperation(p *multipart.Part) (Operation, error) {
 	}
 	f := strings.Fields(line)
 	if len(f) != 3 || !strings.HasPrefix(f[2], "HTTP/") {
-		return Operation{}, fmt.Errorf("%w: invalid request line %q", ErrMalformedBatch, truncate(line, 200))
+		return Operation{}, errorf(ErrMalformedBatch, "invalid request line %q", truncate(line, 200))
 	}
 	method := strings.ToUpper(f[0])
 	if !methods[method] {
-		return Operation{}, fmt.Errorf("%w: unsupported method %q", ErrMalformedBatch, truncate(f[0], 20))
+		return Operation{}, errorf(ErrMalformedBatch, "unsupported method %q", truncate(f[0], 20))
 	}
 	hdr, err := tp.ReadMIMEHeader()
 	if err != nil && !errors.Is(err, io.EOF) {
-		return Operation{}, fmt.Errorf("%w: invalid headers in operation %q: %v", ErrMalformedBatch, truncate(line, 200), err)
+		return Operation{}, errorf(ErrMalformedBatch, "invalid headers in operation %q: %v", truncate(line, 200), err)
 	}
 	body, err := io.ReadAll(br)
 	if err != nil {
-		return Operation{}, fmt.Errorf("%w: %v", ErrMalformedBatch, err)
+		return Operation{}, errorf(ErrMalformedBatch, "%v", err)
 	}
 	op := Operation{
 		ContentID: p.Header.Get("Content-ID"),
@@ -214,17 +213,17 @@ func truncate(s string, n int) string {
 
 // OperationResponse is the answer to one Operation.
 type OperationResponse struct {
-	ContentID string
-	Status    int
-	Header    http.Header
-	Body      []byte
+	ContentID string      // Content-ID of the request, echoed
+	Status    int         // HTTP status of the operation
+	Header    http.Header // response headers of the operation
+	Body      []byte      // response body of the operation
 }
 
 // BatchResponsePart answers one BatchPart. A changeset answer lists one
 // response per operation when all succeeded, or only the failing one.
 type BatchResponsePart struct {
-	Changeset bool
-	Responses []OperationResponse
+	Changeset bool                // answer a changeset
+	Responses []OperationResponse // operation responses
 }
 
 // NewBoundary returns a random multipart boundary with the given prefix,
@@ -312,10 +311,10 @@ type ResponseItem struct {
 	// Changeset is the 1-based index of the changeset the response belongs
 	// to, 0 outside changesets.
 	Changeset int
-	ContentID string
-	Status    int
-	Header    http.Header
-	Body      []byte
+	ContentID string      // Content-ID of the part
+	Status    int         // status line code
+	Header    http.Header // headers of the part
+	Body      []byte      // body of the part
 }
 
 // ParseBatchResponse reads a $batch response body, flattening changesets.
@@ -334,7 +333,7 @@ func ParseBatchResponse(contentType string, body io.Reader) ([]ResponseItem, err
 			return out, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrMalformedBatch, err)
+			return nil, errorf(ErrMalformedBatch, "%v", err)
 		}
 		mt, params, _ := mime.ParseMediaType(p.Header.Get("Content-Type"))
 		if mt == "multipart/mixed" {
@@ -346,7 +345,7 @@ func ParseBatchResponse(contentType string, body io.Reader) ([]ResponseItem, err
 					break
 				}
 				if err != nil {
-					return nil, fmt.Errorf("%w: %v", ErrMalformedBatch, err)
+					return nil, errorf(ErrMalformedBatch, "%v", err)
 				}
 				it, err := readResponse(ip)
 				if err != nil {
@@ -369,12 +368,12 @@ func readResponse(p *multipart.Part) (ResponseItem, error) {
 	br := bufio.NewReader(p)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
-		return ResponseItem{}, fmt.Errorf("%w: %v", ErrMalformedBatch, err)
+		return ResponseItem{}, errorf(ErrMalformedBatch, "%v", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return ResponseItem{}, fmt.Errorf("%w: %v", ErrMalformedBatch, err)
+		return ResponseItem{}, errorf(ErrMalformedBatch, "%v", err)
 	}
 	return ResponseItem{
 		ContentID: p.Header.Get("Content-ID"),

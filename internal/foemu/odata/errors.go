@@ -1,6 +1,9 @@
 package odata
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // ErrSyntax reports a $filter expression, key predicate or literal that does
 // not parse.
@@ -24,3 +27,21 @@ var ErrMalformedBatch = errors.New("malformed batch")
 // ErrTooManyOperations reports a $batch request with more operations than
 // the configured maximum.
 var ErrTooManyOperations = errors.New("too many batch operations")
+
+// Error is an error of one of the kinds above with the message Finance &
+// Operations gives (full sentences, as F&O words them).
+type Error struct {
+	Kind error  // one of the sentinels of this package
+	Msg  string // F&O's message
+}
+
+// Error returns the kind and the message.
+func (e *Error) Error() string { return e.Kind.Error() + ": " + e.Msg }
+
+// Unwrap returns the kind, for errors.Is.
+func (e *Error) Unwrap() error { return e.Kind }
+
+// errorf builds an *Error.
+func errorf(kind error, format string, args ...any) error {
+	return &Error{Kind: kind, Msg: fmt.Sprintf(format, args...)}
+}

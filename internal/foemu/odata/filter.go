@@ -1,7 +1,6 @@
 package odata
 
 import (
-	"fmt"
 	"strings"
 	"time"
 )
@@ -19,7 +18,7 @@ type Filter struct {
 // PropertyType describes a property for Bind: its value kind and, for enums,
 // its member names.
 type PropertyType struct {
-	Kind Kind
+	Kind Kind // value kind
 	// Edm is the type name shown in error messages, e.g. Edm.Int64; empty
 	// means Kind's default name.
 	Edm string
@@ -59,7 +58,7 @@ func ParseFilter(s string) (*Filter, error) {
 		return nil, err
 	}
 	if t := p.peek(); t.kind != tokEOF {
-		return nil, fmt.Errorf("%w: unexpected %q at position %d", ErrSyntax, t.text, t.pos)
+		return nil, errorf(ErrSyntax, "unexpected %q at position %d", t.text, t.pos)
 	}
 	return &Filter{root: n, src: s}, nil
 }
@@ -97,7 +96,7 @@ func (p *parser) keyword(words ...string) (string, bool) {
 
 func (p *parser) parseOr(depth int) (node, error) {
 	if depth > maxFilterDepth {
-		return nil, fmt.Errorf("%w: expression nested too deeply", ErrSyntax)
+		return nil, errorf(ErrSyntax, "expression nested too deeply")
 	}
 	l, err := p.parseAnd(depth)
 	if err != nil {
@@ -138,7 +137,7 @@ func (p *parser) parseNot(depth int) (node, error) {
 	if _, ok := p.keyword("not"); ok {
 		p.next()
 		if depth > maxFilterDepth {
-			return nil, fmt.Errorf("%w: expression nested too deeply", ErrSyntax)
+			return nil, errorf(ErrSyntax, "expression nested too deeply")
 		}
 		x, err := p.parseNot(depth + 1)
 		if err != nil {
@@ -162,9 +161,9 @@ func (p *parser) parseCompare(depth int) (node, error) {
 	}
 	switch {
 	case t.text == "has" || t.text == "in":
-		return nil, fmt.Errorf("%w: the %q operator is not supported by Finance and Operations", ErrUnsupported, t.text)
+		return nil, errorf(ErrUnsupported, "the %q operator is not supported by Finance and Operations", t.text)
 	case arithmetic[t.text]:
-		return nil, fmt.Errorf("%w: arithmetic operator %q is not supported by the emulator", ErrUnsupported, t.text)
+		return nil, errorf(ErrUnsupported, "arithmetic operator %q is not supported by the emulator", t.text)
 	}
 	op, ok := p.keyword("eq", "ne", "gt", "ge", "lt", "le")
 	if !ok {
@@ -176,7 +175,7 @@ func (p *parser) parseCompare(depth int) (node, error) {
 		return nil, err
 	}
 	if t := p.peek(); t.kind == tokIdent && arithmetic[t.text] {
-		return nil, fmt.Errorf("%w: arithmetic operator %q is not supported by the emulator", ErrUnsupported, t.text)
+		return nil, errorf(ErrUnsupported, "arithmetic operator %q is not supported by the emulator", t.text)
 	}
 	return &binaryNode{op: op, l: l, r: r}, nil
 }
@@ -190,7 +189,7 @@ func (p *parser) parsePrimary(depth int) (node, error) {
 			return nil, err
 		}
 		if c := p.next(); c.kind != tokRParen {
-			return nil, fmt.Errorf("%w: expected ')' at position %d", ErrSyntax, c.pos)
+			return nil, errorf(ErrSyntax, "expected ')' at position %d", c.pos)
 		}
 		return n, nil
 	case tokLiteral:
@@ -204,19 +203,19 @@ func (p *parser) parsePrimary(depth int) (node, error) {
 		case "null":
 			return &litNode{v: Null, src: t.text}, nil
 		case "and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le":
-			return nil, fmt.Errorf("%w: unexpected %q at position %d", ErrSyntax, t.text, t.pos)
+			return nil, errorf(ErrSyntax, "unexpected %q at position %d", t.text, t.pos)
 		}
 		if p.peek().kind == tokLParen {
-			return nil, fmt.Errorf("%w: query function %q is not supported; use eq with '*' wildcards instead of contains", ErrUnsupported, t.text)
+			return nil, errorf(ErrUnsupported, "query function %q is not supported; use eq with '*' wildcards instead of contains", t.text)
 		}
 		if strings.Contains(t.text, "/") || strings.HasPrefix(t.text, "$") {
-			return nil, fmt.Errorf("%w: %q is not supported in $filter", ErrUnsupported, t.text)
+			return nil, errorf(ErrUnsupported, "%q is not supported in $filter", t.text)
 		}
 		return &propNode{name: t.text}, nil
 	case tokEOF:
-		return nil, fmt.Errorf("%w: unexpected end of expression", ErrSyntax)
+		return nil, errorf(ErrSyntax, "unexpected end of expression")
 	}
-	return nil, fmt.Errorf("%w: unexpected %q at position %d", ErrSyntax, t.text, t.pos)
+	return nil, errorf(ErrSyntax, "unexpected %q at position %d", t.text, t.pos)
 }
 
 // Properties returns the property names the filter references, in order of
@@ -285,7 +284,7 @@ func bindNode(n node, typeName string, lookup func(string) (PropertyType, bool))
 	case *propNode:
 		pt, ok := lookup(n.name)
 		if !ok {
-			return operandType{}, fmt.Errorf("%w: Could not find a property named '%s' on type '%s'.", ErrUnknownProperty, n.name, typeName)
+			return operandType{}, errorf(ErrUnknownProperty, "Could not find a property named '%s' on type '%s'.", n.name, typeName)
 		}
 		return operandType{kind: pt.Kind, edm: pt.Edm, members: pt.Members}, nil
 	case *litNode:
@@ -296,7 +295,7 @@ func bindNode(n node, typeName string, lookup func(string) (PropertyType, bool))
 			return x, err
 		}
 		if x.kind != KindBool {
-			return x, fmt.Errorf("%w: The operand for a unary operator 'Not' must be of type 'Edm.Boolean', found '%s'.", ErrType, x.edmName())
+			return x, errorf(ErrType, "The operand for a unary operator 'Not' must be of type 'Edm.Boolean', found '%s'.", x.edmName())
 		}
 		return operandType{kind: KindBool}, nil
 	case *binaryNode:
@@ -319,12 +318,11 @@ func bindNode(n node, typeName string, lookup func(string) (PropertyType, bool))
 		}
 		return operandType{kind: KindBool}, nil
 	}
-	return operandType{}, fmt.Errorf("%w: empty expression", ErrSyntax)
+	return operandType{}, errorf(ErrSyntax, "empty expression")
 }
 
 func incompatible(l, r operandType, op string) error {
-	return fmt.Errorf("%w: A binary operator with incompatible types was detected. Found operand types '%s' and '%s' for operator kind '%s'.",
-		ErrType, l.edmName(), r.edmName(), opNames[op])
+	return errorf(ErrType, "A binary operator with incompatible types was detected. Found operand types '%s' and '%s' for operator kind '%s'.", l.edmName(), r.edmName(), opNames[op])
 }
 
 // comparable reports whether l op r is allowed. Enums and booleans allow
@@ -383,7 +381,7 @@ func eval(n node, get func(string) Value) Value {
 		switch n.op {
 		case "and":
 			l := eval(n.l, get)
-			if !(l.Kind == KindBool && l.Bool) {
+			if l.Kind != KindBool || !l.Bool {
 				return Bool(false)
 			}
 			r := eval(n.r, get)

@@ -1,15 +1,14 @@
 package odata
 
 import (
-	"fmt"
 	"strings"
 )
 
 // KeyPart is one element of a key predicate. Name is empty for the short
 // form Set('value') of a single-key entity.
 type KeyPart struct {
-	Name  string
-	Value Value
+	Name  string // key property name, empty in the short form
+	Value Value  // key value
 }
 
 // ParseKey parses the inside of a key predicate, such as
@@ -37,12 +36,12 @@ func ParseKey(s string) ([]KeyPart, error) {
 			case v.kind == tokIdent && v.text == "null":
 				val = Null
 			default:
-				return nil, fmt.Errorf("%w: key %q has no value", ErrSyntax, t.text)
+				return nil, errorf(ErrSyntax, "key %q has no value", t.text)
 			}
 			parts = append(parts, KeyPart{Name: t.text, Value: val})
 			i += 3
 		default:
-			return nil, fmt.Errorf("%w: bad key predicate %q", ErrSyntax, s)
+			return nil, errorf(ErrSyntax, "bad key predicate %q", s)
 		}
 		switch toks[i].kind {
 		case tokEOF:
@@ -50,7 +49,7 @@ func ParseKey(s string) ([]KeyPart, error) {
 		case tokComma:
 			i++
 		default:
-			return nil, fmt.Errorf("%w: bad key predicate %q", ErrSyntax, s)
+			return nil, errorf(ErrSyntax, "bad key predicate %q", s)
 		}
 	}
 }
@@ -59,9 +58,9 @@ func ParseKey(s string) ([]KeyPart, error) {
 // set, an optional key predicate and an optional trailing segment such as
 // $count or a bound action.
 type Segment struct {
-	Set    string
-	HasKey bool
-	Key    []KeyPart
+	Set    string    // entity set name as written
+	HasKey bool      // a key predicate followed the set
+	Key    []KeyPart // the key predicate
 	// Rest is what follows "Set" or "Set(...)" after a slash, e.g. "$count"
 	// or "Microsoft.Dynamics.DataEntities.ImportFromPackage".
 	Rest string
@@ -80,7 +79,7 @@ func ParseSegment(p string) (Segment, error) {
 	}
 	seg.Set = head
 	if seg.Set == "" {
-		return seg, fmt.Errorf("%w: empty resource path", ErrSyntax)
+		return seg, errorf(ErrSyntax, "empty resource path")
 	}
 	if strings.HasPrefix(p, "(") {
 		end, err := closingParen(p)
@@ -96,7 +95,7 @@ func ParseSegment(p string) (Segment, error) {
 	}
 	if p != "" {
 		if !strings.HasPrefix(p, "/") {
-			return seg, fmt.Errorf("%w: unexpected %q after key", ErrSyntax, p)
+			return seg, errorf(ErrSyntax, "unexpected %q after key", p)
 		}
 		seg.Rest = p[1:]
 	}
@@ -118,5 +117,5 @@ func closingParen(s string) (int, error) {
 			return i, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: unbalanced parentheses in key predicate", ErrSyntax)
+	return 0, errorf(ErrSyntax, "unbalanced parentheses in key predicate")
 }

@@ -85,7 +85,7 @@ func lex(s string) ([]token, error) {
 			toks = append(toks, token{kind: tokIdent, text: ident, pos: i})
 			i = j
 		default:
-			return nil, fmt.Errorf("%w: unexpected character %q at position %d", ErrSyntax, c, i)
+			return nil, errorf(ErrSyntax, "unexpected character %q at position %d", c, i)
 		}
 	}
 	toks = append(toks, token{kind: tokEOF, pos: len(s)})
@@ -109,7 +109,7 @@ func lexString(s string) (string, int, error) {
 		b.WriteByte(s[i])
 		i++
 	}
-	return "", 0, fmt.Errorf("%w: unterminated string literal", ErrSyntax)
+	return "", 0, errorf(ErrSyntax, "unterminated string literal")
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }

@@ -1,7 +1,6 @@
 package odata
 
 import (
-	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -44,7 +43,7 @@ func (k Kind) String() string {
 // Value is a typed value: a literal in a URL, or a property value handed to
 // Filter.Match.
 type Value struct {
-	Kind Kind
+	Kind Kind // value type
 	// Str holds a KindString value or the member name of a KindEnum value.
 	Str string
 	// EnumType is the qualified enum type of a KindEnum literal, such as
@@ -134,7 +133,7 @@ func ParseTime(s string) (Value, error) {
 	if dateRe.MatchString(s) {
 		t, err := time.Parse(time.DateOnly, s)
 		if err != nil {
-			return Null, fmt.Errorf("%w: invalid date %q", ErrSyntax, s)
+			return Null, errorf(ErrSyntax, "invalid date %q", s)
 		}
 		return Value{Kind: KindTime, Time: t, DateOnly: true}, nil
 	}
@@ -146,7 +145,7 @@ func ParseTime(s string) (Value, error) {
 			}
 		}
 	}
-	return Null, fmt.Errorf("%w: invalid date/time %q", ErrSyntax, s)
+	return Null, errorf(ErrSyntax, "invalid date/time %q", s)
 }
 
 // parseBareLiteral classifies an unquoted literal that starts with a digit,
@@ -156,7 +155,7 @@ func parseBareLiteral(s string) (Value, error) {
 	case numRe.MatchString(s):
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil {
-			return Null, fmt.Errorf("%w: invalid number %q", ErrSyntax, s)
+			return Null, errorf(ErrSyntax, "invalid number %q", s)
 		}
 		return Number(f), nil
 	case dateRe.MatchString(s) || timeRe.MatchString(s):
@@ -164,5 +163,5 @@ func parseBareLiteral(s string) (Value, error) {
 	case guidRe.MatchString(s):
 		return String(s), nil
 	}
-	return Null, fmt.Errorf("%w: unrecognized literal %q", ErrSyntax, s)
+	return Null, errorf(ErrSyntax, "unrecognized literal %q", s)
 }
