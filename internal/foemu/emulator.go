@@ -220,8 +220,8 @@ func (e *Emulator) Shutdown(ctx context.Context) error {
 	if !e.started.Load() || !e.stopped.CompareAndSwap(false, true) {
 		return nil
 	}
+	err := e.srv.Shutdown(ctx) // closes the listener too
 	e.gate.close()
-	err := e.srv.Shutdown(ctx)
 	e.cancel()
 	done := make(chan struct{})
 	go func() {
