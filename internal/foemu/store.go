@@ -22,6 +22,11 @@ type table struct {
 	entity *Entity
 	rows   map[string]*row
 	sorted []*row // nil when rows changed since the last sort
+	// used holds the values of number-sequence fields per company|field
+	// (lower case), and lines the highest line number per line group.
+	// Neither shrinks on delete: numbers are not reused.
+	used  map[string]map[string]bool
+	lines map[string]float64
 }
 
 type row struct {
@@ -38,7 +43,7 @@ func newStore(schema *Schema, seed *Seed) (*store, error) {
 		seqs:      map[string]int64{},
 	}
 	for _, e := range schema.Entities {
-		st.tables[e.Set] = &table{entity: e, rows: map[string]*row{}}
+		st.tables[e.Set] = &table{entity: e, rows: map[string]*row{}, used: map[string]map[string]bool{}, lines: map[string]float64{}}
 	}
 	sets := make([]string, 0, len(seed.Records))
 	for s := range seed.Records {
@@ -182,22 +187,15 @@ func (st *store) duplicateText(e *Entity, rec map[string]any) string {
 	return fmt.Sprintf("Error: Cannot create a record in %s (%s). %s. The record already exists.", label, e.Target, strings.Join(kv, ", "))
 }
 
-// nextNumber draws the next value of a number sequence per company.
+// nextNumber draws the next value of a number sequence per company,
+// skipping numbers that records already use.
 func (st *store) nextNumber(e *Entity, company string, f *Field) string {
 	key := e.Set + "|" + company + "|" + f.Name
-	t := st.tables[e.Set]
+	used := st.tables[e.Set].used[company+"|"+f.Name]
 	for {
 		st.seqs[key]++
 		s := formatSequence(f.NumberSequence, st.seqs[key])
-		// Skip numbers already used by explicitly numbered records.
-		used := false
-		for _, r := range t.rows {
-			if r.vals[f.Name] == s && (!e.company || r.vals[dataAreaID] == company) {
-				used = true
-				break
-			}
-		}
-		if !used {
+		if !used[strings.ToLower(s)] {
 			return s
 		}
 	}
@@ -211,37 +209,48 @@ func formatSequence(pattern string, n int64) string {
 	return pattern[:i] + num + pattern[j+1:]
 }
 
-// nextLine returns max(line)+1 within the group (company, group value).
+// nextLine returns the highest line number used so far within the group
+// (company, group value) plus one.
 func (st *store) nextLine(e *Entity, company string, f *Field, group any) any {
-	maxLine := 0.0
-	for _, r := range st.tables[e.Set].rows {
-		if e.company && r.vals[dataAreaID] != company {
-			continue
-		}
-		if !equalFoldAny(r.vals[f.LineNumber], group) {
-			continue
-		}
-		switch x := r.vals[f.Name].(type) {
-		case int64:
-			maxLine = max(maxLine, float64(x))
-		case float64:
-			maxLine = max(maxLine, x)
-		}
-	}
+	maxLine := st.tables[e.Set].lines[lineKey(company, f, group)]
 	if f.Type == TypeInt {
 		return int64(maxLine) + 1
 	}
 	return maxLine + 1
 }
 
-func equalFoldAny(a, b any) bool {
-	as, aok := a.(string)
-	bs, bok := b.(string)
-	if aok && bok {
-		return strings.EqualFold(as, bs)
-	}
-	return a == b
+func lineKey(company string, f *Field, group any) string {
+	return company + "|" + f.Name + "|" + normKey(group)
 }
+
+// index records the numbers and line numbers a record uses.
+func (st *store) index(e *Entity, rec map[string]any) {
+	t := st.tables[e.Set]
+	co, _ := rec[dataAreaID].(string)
+	for _, f := range e.all {
+		if f.NumberSequence != "" {
+			if v, _ := rec[f.Name].(string); v != "" {
+				k := co + "|" + f.Name
+				if t.used[k] == nil {
+					t.used[k] = map[string]bool{}
+				}
+				t.used[k][strings.ToLower(v)] = true
+			}
+		}
+		if f.LineNumber != "" {
+			var n float64
+			switch x := rec[f.Name].(type) {
+			case int64:
+				n = float64(x)
+			case float64:
+				n = x
+			}
+			k := lineKey(co, f, rec[f.LineNumber])
+			t.lines[k] = max(t.lines[k], n)
+		}
+	}
+}
+
 
 // key builds the normalized key of a record: strings compare without
 // regard to case, as on F&O's SQL collation.
@@ -273,6 +282,7 @@ func (st *store) insert(e *Entity, rec map[string]any) *row {
 	r := &row{vals: rec, version: st.version}
 	t.rows[st.key(e, rec)] = r
 	t.sorted = nil
+	st.index(e, rec)
 	return r
 }
 
@@ -286,6 +296,7 @@ func (st *store) replace(e *Entity, r *row, rec map[string]any) {
 	r.vals = rec
 	r.version = st.version
 	st.tables[e.Set].sorted = nil
+	st.index(e, rec)
 }
 
 func (st *store) delete(e *Entity, r *row) {
