@@ -251,7 +251,6 @@ func (st *store) index(e *Entity, rec map[string]any) {
 	}
 }
 
-
 // key builds the normalized key of a record: strings compare without
 // regard to case, as on F&O's SQL collation.
 func (st *store) key(e *Entity, rec map[string]any) string {
