@@ -1,0 +1,66 @@
+// Package d365 is plantgate's client for Dynamics 365 Finance & Operations:
+// authentication, the HTTP client, the classification of F&O's answers,
+// the adaptive limiter, the circuit breaker, the $batch codec and the
+// in-doubt bookkeeping. The F&O sinks (fo.odata, fo.mes, and the DMF sink)
+// build on it; it is the only place in plantgate that maps HTTP statuses.
+//
+// One Env per F&O environment is shared by all sinks that name it (the
+// gateway hands it out through pipeline.Env.Resolve with kind "fo"):
+//
+//	sink.Write -> Env.Do(request)
+//	               breaker open?  -> pipeline.Throttle(until the next probe)
+//	               Limiter.Acquire(priority)   adaptive rate, max_concurrent, pause after 429
+//	               TokenSource.Token           MSAL confidential client, cached, renewed 5 min early
+//	               BeforeSend                  the sink marks the record in flight (fsync)
+//	               HTTP request over TLS       system roots + ca_file
+//	               401 -> new token, once      then transient
+//	               Classify(answer)            nil | pipeline.Permanent | pipeline.Throttle | transient
+//
+// # Authentication
+//
+// TokenSource uses MSAL Go's confidential client with a client secret, or a
+// certificate and private key, for the scope "<environment URL>/.default"
+// (the URL in lower case without a trailing slash, as F&O checks the
+// token's audience). The authority is authority_url plus the tenant; MSAL's
+// instance discovery is off unless the authority is one of Microsoft's, so
+// fo-emulator and private clouds work offline. Tokens and secrets are never
+// logged or put in errors.
+//
+// # Classification
+//
+// Classify maps an answer to what the flow engine does with the records:
+// 400/404/409/422 and other 4xx are permanent (dead letter with F&O's
+// innererror.message, else error.message, else the body, one line of at
+// most 1000 bytes); 403 too, and the sink reports itself unhealthy; 401 is
+// transient after one token refresh; 408, 5xx and network errors are
+// transient (the runner backs off exponentially with jitter); 429, and 503
+// with Retry-After, become pipeline.Throttle for Retry-After. A 500 whose
+// innererror is F&O's write exception (how F&O answers a validation
+// failure inside $batch) is permanent. An HTML page from a proxy yields its
+// title and text; a token endpoint answering garbage yields a precise
+// reason, never a panic.
+//
+// # Limiter and breaker
+//
+// The Limiter paces an environment's requests: a token bucket whose rate
+// increases additively while it is the bottleneck and decreases
+// multiplicatively on a 429 (never above max_requests_per_second), a pause
+// of every sink until Retry-After, max_concurrent requests in flight, and
+// strict priority lanes (high, normal, low) so urgent flows get the
+// capacity first. The Breaker opens after consecutive connectivity
+// failures (no answer, 5xx, an unreachable identity platform), fails calls
+// fast while open, and lets one probe call through after a delay that
+// doubles on each failed probe.
+//
+// # In doubt
+//
+// A request that left without an answer has an unknown outcome. Tracker
+// keeps, in a sink's durable state, a marker per record written before the
+// request leaves ("sending") and, for sends that cannot be verified,
+// after F&O accepted it ("delivered"), plus the index of records held for
+// an operator. After a crash the marker tells the sink that a record may
+// already be in F&O: OData entities with a key are read back before any
+// resend; MES messages are held (in_doubt: hold) or sent again
+// (in_doubt: resend). See the State names in indoubt.go; plantgate queue
+// in-doubt, release and drop work on them.
+package d365
