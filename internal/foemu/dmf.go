@@ -333,6 +333,10 @@ func (e *Emulator) importFromPackage(w http.ResponseWriter, ctx context.Context,
 		dmfError(w, "The data package is not valid: "+err.Error())
 		return
 	}
+	if pkg.Header.ManifestType != dmfpkg.ManifestType {
+		dmfError(w, fmt.Sprintf("The data package is not valid: PackageHeader.xml has ManifestType '%s'; expected '%s'.", pkg.Header.ManifestType, dmfpkg.ManifestType))
+		return
+	}
 	if len(pkg.Manifest.Entities) == 0 {
 		dmfError(w, "The data package manifest lists no entities (PackageEntityList is empty).")
 		return

@@ -336,6 +336,12 @@ func TestDMFImportRejects(t *testing.T) {
 			return bytes.ReplaceAll(buf.Bytes(), []byte("Manifest.xml"), []byte("Manifest.txt"))
 		}(), "file not found in package: Manifest.xml"},
 		{"wrong namespace", wrongNS(), "Expecting element 'DataManagementPackageManifest' from namespace 'http://schemas.microsoft.com/dynamics/2015/01/DataManagement'"},
+		{"wrong manifest type", func() []byte {
+			var buf bytes.Buffer
+			m := dmfpkg.Manifest{Entities: []dmfpkg.Entity{{EntityName: pickingLabel}}}
+			_ = dmfpkg.Build(&buf, dmfpkg.Header{ManifestType: "Something.Else"}, m, nil)
+			return buf.Bytes()
+		}(), "PackageHeader.xml has ManifestType 'Something.Else'"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
