@@ -365,10 +365,6 @@ func classify(path string) (route, tenant string) {
 	return RouteUnknown, ""
 }
 
-type ctxKey int
-
-const clientKey ctxKey = 1
-
 // ServeHTTP routes a request. It records statistics, applies injected
 // faults, authenticates and throttles F&O calls, and recovers from panics
 // as a last resort.
@@ -421,7 +417,6 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		rec.client = cl.ClientID
-		r = r.WithContext(context.WithValue(r.Context(), clientKey, cl))
 		if route != RouteDMF {
 			release, ok := e.admit(rec, cl, 1, true)
 			if !ok {
