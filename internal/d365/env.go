@@ -455,3 +455,7 @@ func (e *Env) Metrics() *Metrics { return e.m }
 
 // Now returns the environment's clock reading.
 func (e *Env) Now() time.Time { return e.now() }
+
+// CloseIdleConnections closes the environment's idle connections (to F&O
+// and the identity platform). The environment stays usable.
+func (e *Env) CloseIdleConnections() { e.hc.CloseIdleConnections() }

@@ -72,3 +72,10 @@ func (r *Registry) Envs() []*Env {
 
 // Metrics returns the shared collectors.
 func (r *Registry) Metrics() *Metrics { return r.o.Metrics }
+
+// CloseIdleConnections closes the idle connections of every environment.
+func (r *Registry) CloseIdleConnections() {
+	for _, e := range r.Envs() {
+		e.CloseIdleConnections()
+	}
+}

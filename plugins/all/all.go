@@ -5,5 +5,7 @@ import (
 	// Sources.
 	_ "github.com/plantgate/plantgate/plugins/inputs/file"
 	// Sinks.
+	_ "github.com/plantgate/plantgate/plugins/outputs/fomes"
+	_ "github.com/plantgate/plantgate/plugins/outputs/foodata"
 	_ "github.com/plantgate/plantgate/plugins/outputs/recorder"
 )

@@ -7,14 +7,17 @@
 package d365test
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/plantgate/plantgate/internal/backoff"
 	"github.com/plantgate/plantgate/internal/config"
 	"github.com/plantgate/plantgate/internal/d365"
+	"github.com/plantgate/plantgate/internal/flow"
 	"github.com/plantgate/plantgate/internal/foemu"
 	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/pipeline"
@@ -57,6 +60,9 @@ func Env(t testing.TB, em *foemu.Emulator, opts ...Option) *d365.Env {
 	if err != nil {
 		t.Fatalf("d365.NewEnv: %v", err)
 	}
+	// Connections the transport dialled but never used would hold up the
+	// emulator's shutdown for 5 s.
+	t.Cleanup(e.CloseIdleConnections)
 	return e
 }
 
@@ -89,4 +95,85 @@ func PluginEnv(t testing.TB, name string, fe *d365.Env, store *queue.Store) pipe
 		env.State = store.Scope("sink." + name)
 	}
 	return env
+}
+
+// Append appends records to stream and returns their sequences.
+func Append(t testing.TB, store *queue.Store, stream string, recs ...pipeline.Record) []uint64 {
+	t.Helper()
+	entries := make([]queue.Entry, len(recs))
+	for i, r := range recs {
+		entries[i] = queue.Entry{Stream: stream, Record: r}
+	}
+	res, err := store.Append(context.Background(), entries)
+	if err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	return res.Seqs
+}
+
+// Runner runs a flow runner delivering stream to sink until the test
+// ends (then it stops it and waits). Unset fields of cfg get test values:
+// batches of 20, 4 lanes, retries from 20 ms to 200 ms.
+func Runner(t testing.TB, store *queue.Store, stream string, sink pipeline.Sink, cfg flow.RunnerConfig) *flow.Runner {
+	t.Helper()
+	cfg.Stream = stream
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = 20
+	}
+	if cfg.Parallelism == 0 {
+		cfg.Parallelism = 4
+	}
+	if cfg.Retry.Initial == 0 {
+		cfg.Retry = backoff.Policy{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 2 * time.Second
+	}
+	r := flow.NewRunner(cfg, store, sink, zerolog.Nop(), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return r
+}
+
+// Drained polls until stream has no pending records, failing the test
+// after timeout.
+func Drained(t testing.TB, store *queue.Store, stream string, timeout time.Duration) {
+	t.Helper()
+	WaitFor(t, timeout, "stream "+stream+" drained", func() bool {
+		recs, err := store.List(stream, 0, 1)
+		return err == nil && len(recs) == 0
+	})
+}
+
+// Dead returns the dead letters of stream.
+func Dead(t testing.TB, store *queue.Store, stream string) []queue.DeadLetterRecord {
+	t.Helper()
+	dl, err := store.ListDead(stream, 0, 0)
+	if err != nil {
+		t.Fatalf("list dead letters: %v", err)
+	}
+	return dl
+}
+
+// WaitFor polls cond every 5 ms until it holds, failing the test after
+// timeout.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
 }

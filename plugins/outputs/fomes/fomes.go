@@ -1,0 +1,342 @@
+// Package fomes is the "fo.mes" sink: it sends each record as a message to
+// F&O's MES integration message service (SendMessage, queue JmgMES3P),
+// in order per production order, with in-doubt protection against
+// duplicate messages.
+package fomes
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/plantgate/plantgate/internal/config"
+	"github.com/plantgate/plantgate/internal/d365"
+	"github.com/plantgate/plantgate/internal/logging"
+	"github.com/plantgate/plantgate/internal/pipeline"
+	"github.com/plantgate/plantgate/plugins/outputs"
+)
+
+// SampleConfig is the plugin's annotated sample.
+//
+//go:embed sample.yaml
+var SampleConfig string
+
+// Type is the sink type name.
+const Type = "fo.mes"
+
+// SendMessagePath is the message service operation, below the environment URL.
+const SendMessagePath = "/api/services/SysMessageServices/SysMessageService/SendMessage"
+
+// In-doubt policies.
+const (
+	InDoubtHold   = "hold"
+	InDoubtResend = "resend"
+)
+
+// Config is the sink's settings.
+type Config struct {
+	// Env names the F&O environment (a key of the fo: section).
+	Env string `yaml:"env" required:"true" ref:"fo"`
+	// MessageType is the message type every record becomes.
+	MessageType string `yaml:"message_type" required:"true" enum:"ProdProductionOrderStart,ProdProductionOrderReportFinished,ProdProductionOrderPickingList,ProdProductionOrderRouteCard,ProdProductionOrderEnd"`
+	// Queue is the message processor queue.
+	Queue string `yaml:"queue" default:"JmgMES3P"`
+	// Company is the _companyId; default: the environment's company.
+	Company string `yaml:"company"`
+	// CompanyField is the record field that overrides the company per
+	// record; it is not part of the message content.
+	CompanyField string `yaml:"company_field" default:"dataAreaId"`
+	// InDoubt is what happens to a message sent without a known outcome
+	// (a crash or a timeout after the request left): hold (park it for an
+	// operator; never sent twice) or resend (send it again; F&O may then
+	// hold it twice).
+	InDoubt string `yaml:"in_doubt" default:"hold" enum:"hold,resend"`
+	// Priority orders this sink's requests in the environment's limiter:
+	// high, normal or low. Empty: high for urgent flows, else normal.
+	Priority string `yaml:"priority" enum:"high,normal,low"`
+	// AllowUnknownFields passes fields that are not documented for the
+	// message type (customisations) instead of dead-lettering the record.
+	AllowUnknownFields bool `yaml:"allow_unknown_fields"`
+
+	// urgent streams (flow.sink) of this sink, from ValidateConfig.
+	urgent map[string]bool
+}
+
+// ValidateConfig notes which flows routed to this sink are urgent, for
+// their priority in the limiter.
+func (c *Config) ValidateConfig(cfg *config.Config) []error {
+	c.urgent = map[string]bool{}
+	for name, p := range cfg.Sinks {
+		if p.Settings != c {
+			continue
+		}
+		for fname, f := range cfg.Flows {
+			for _, to := range f.To {
+				if to == name && f.Expect.Urgent {
+					c.urgent[fname+"."+name] = true
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func init() {
+	outputs.Add(pipeline.SinkFactory{
+		Type:      Type,
+		NewConfig: func() any { return &Config{Queue: "JmgMES3P", CompanyField: "dataAreaId", InDoubt: InDoubtHold} },
+		New: func(cfg any, env pipeline.Env) (pipeline.Sink, error) {
+			return New(cfg.(*Config), env)
+		},
+	})
+}
+
+// Sink sends MES messages.
+type Sink struct {
+	cfg     Config
+	name    string
+	env     *d365.Env
+	mt      messageType
+	prio    d365.Priority
+	tracker *d365.Tracker
+	log     zerolog.Logger
+
+	sent, held, rejected atomic.Int64
+
+	mu        sync.Mutex
+	forbidden string
+	lastOK    time.Time
+}
+
+// New builds the sink. It resolves the F&O environment and loads the
+// held index from the sink's state; it does no network I/O.
+func New(cfg *Config, env pipeline.Env) (*Sink, error) {
+	mt, ok := messageTypes[cfg.MessageType]
+	if !ok {
+		return nil, fmt.Errorf("message_type %q: want one of %s", cfg.MessageType, strings.Join(MessageTypes(), ", "))
+	}
+	if cfg.InDoubt != InDoubtHold && cfg.InDoubt != InDoubtResend {
+		return nil, fmt.Errorf("in_doubt %q: want hold or resend", cfg.InDoubt)
+	}
+	prio, err := d365.ParsePriority(cfg.Priority)
+	if err != nil {
+		return nil, err
+	}
+	fe, err := d365.Resolve(env, cfg.Env)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := d365.NewTracker(env.State, env.Name, d365.TrackerOptions{
+		Log: env.Log, Gauge: fe.Metrics().InDoubt.WithLabelValues(env.Name), Now: env.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Sink{cfg: *cfg, name: env.Name, env: fe, mt: mt, prio: prio, tracker: tr, log: env.Log}, nil
+}
+
+// Tracker returns the sink's in-doubt bookkeeping.
+func (s *Sink) Tracker() *d365.Tracker { return s.tracker }
+
+func (s *Sink) priority(r pipeline.Record) d365.Priority {
+	if s.cfg.Priority == "" && s.cfg.urgent[r.Stream] {
+		return d365.PriorityHigh
+	}
+	return s.prio
+}
+
+// Write sends the batch one message at a time with pipeline.ForEach: a
+// message that fails transiently stops the later messages of its key (the
+// production order) in this batch, so they stay in order.
+func (s *Sink) Write(ctx context.Context, batch []pipeline.Record) error {
+	return pipeline.ForEach(ctx, batch, func(_ int, r pipeline.Record) error { return s.send(ctx, r) })
+}
+
+// Envelope builds the SendMessage body of a record, or says why the record
+// is not a valid message.
+func (s *Sink) Envelope(r pipeline.Record) ([]byte, error) {
+	company := s.cfg.Company
+	if company == "" {
+		company = s.env.Company()
+	}
+	fields := make(map[string]any, len(r.Fields))
+	for k, v := range r.Fields {
+		if k == s.cfg.CompanyField && s.cfg.CompanyField != "" {
+			if c, ok := v.(string); ok && c != "" {
+				company = c
+			}
+			continue
+		}
+		fields[k] = v
+	}
+	if company == "" {
+		return nil, fmt.Errorf("no company for the message: set company on the sink or the fo environment, or map %s in the flow", s.cfg.CompanyField)
+	}
+	content, err := buildContent(s.mt, fields, s.cfg.AllowUnknownFields)
+	if err != nil {
+		return nil, fmt.Errorf("invalid %s message: %w", s.cfg.MessageType, err)
+	}
+	cb, err := json.Marshal(content)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s message: %w", s.cfg.MessageType, err)
+	}
+	env := map[string]string{
+		"_companyId": company, "_messageQueue": s.cfg.Queue, "_messageType": s.cfg.MessageType, "_messageContent": string(cb),
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("encode SendMessage envelope: %w", err)
+	}
+	return b, nil
+}
+
+func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
+	verdict, holder, err := s.tracker.Check(r)
+	if err != nil {
+		return err
+	}
+	switch verdict {
+	case d365.VerdictHeld:
+		if holder.State == d365.HeldParked {
+			return pipeline.Permanent(errors.New(d365.ParkedReason(s.name, d365.HeldRecord{Seq: holder.Behind, Key: holder.Key})))
+		}
+		return pipeline.Permanent(errors.New(d365.HeldReason(s.name, holder.Seq, holder.Reason)))
+	case d365.VerdictBlocked:
+		if _, err := s.tracker.Park(ctx, r, holder); err != nil {
+			return err
+		}
+		return pipeline.Permanent(errors.New(d365.ParkedReason(s.name, holder)))
+	case d365.VerdictDelivered:
+		// F&O accepted it before the gateway stopped; ack it without a resend.
+		if err := s.tracker.Delivered(ctx, r, false); err != nil {
+			return err
+		}
+		return nil
+	case d365.VerdictInDoubt:
+		if s.cfg.InDoubt == InDoubtHold {
+			return s.hold(ctx, r, "the gateway stopped after the message was sent, before F&O answered")
+		}
+		s.log.Warn().Str(logging.FieldStream, r.Stream).Uint64(logging.FieldSeq, r.Seq).Str(logging.FieldKey, r.Key).
+			Msg("message in doubt, sending it again (in_doubt: resend)")
+	}
+	body, err := s.Envelope(r)
+	if err != nil {
+		s.rejected.Add(1)
+		return pipeline.Permanent(err)
+	}
+	marked := false
+	_, err = s.env.Do(ctx, &d365.Request{
+		Method: "POST", Path: SendMessagePath, Body: body, Op: "mes", Priority: s.priority(r),
+		BeforeSend: func() error {
+			if err := s.tracker.Sending(ctx, r); err != nil {
+				return err
+			}
+			marked = true
+			return nil
+		},
+	})
+	if err == nil {
+		s.sent.Add(1)
+		s.mu.Lock()
+		s.forbidden, s.lastOK = "", time.Now()
+		s.mu.Unlock()
+		if err := s.tracker.Delivered(ctx, r, true); err != nil {
+			// F&O has the message; the marker still says "sending", so a
+			// restart before the ack holds it rather than resend it.
+			s.log.Warn().Err(err).Uint64(logging.FieldSeq, r.Seq).Msg("record delivery in state")
+		}
+		return nil
+	}
+	switch {
+	case marked && d365.IsInDoubt(err):
+		if s.cfg.InDoubt == InDoubtHold {
+			return s.hold(ctx, r, err.Error())
+		}
+		return err // the marker stays: the next attempt resends it
+	case pipeline.IsPermanent(err):
+		s.rejected.Add(1)
+		if d365.IsForbidden(err) {
+			s.mu.Lock()
+			s.forbidden = err.Error()
+			s.mu.Unlock()
+		}
+		if marked {
+			s.tracker.Settled(r)
+		}
+		return err
+	case marked:
+		if nerr := s.tracker.NotSent(ctx, r); nerr != nil {
+			s.log.Warn().Err(nerr).Uint64(logging.FieldSeq, r.Seq).Msg("clear in-flight marker")
+		}
+	}
+	return err
+}
+
+func (s *Sink) hold(ctx context.Context, r pipeline.Record, cause string) error {
+	h, err := s.tracker.Hold(ctx, r, cause, s.cfg.MessageType)
+	if err != nil {
+		return fmt.Errorf("hold record in doubt: %w", err)
+	}
+	s.held.Add(1)
+	return pipeline.Permanent(errors.New(d365.HeldReason(s.name, h.Seq, h.Reason)))
+}
+
+// Probe reports whether F&O and its identity platform are reachable, and
+// not-ready after F&O answered 403 until a later message succeeds.
+func (s *Sink) Probe(ctx context.Context) error {
+	s.mu.Lock()
+	forbidden := s.forbidden
+	s.mu.Unlock()
+	if forbidden != "" {
+		return fmt.Errorf("%w: F&O refused the messages (403): %s", pipeline.ErrNotReady, forbidden)
+	}
+	return s.env.Probe(ctx)
+}
+
+// Status implements pipeline.StatusReporter.
+func (s *Sink) Status() map[string]any {
+	held, parked := s.tracker.Counts()
+	st := map[string]any{
+		"env": s.env.Status(), "message_type": s.cfg.MessageType, "in_doubt_policy": s.cfg.InDoubt,
+		"sent": s.sent.Load(), "rejected": s.rejected.Load(), "held": held, "parked": parked,
+	}
+	s.mu.Lock()
+	if s.forbidden != "" {
+		st["healthy"] = false
+		st["forbidden"] = s.forbidden
+	}
+	if !s.lastOK.IsZero() {
+		st["last_sent_at"] = s.lastOK.UTC()
+	}
+	s.mu.Unlock()
+	if held+parked > 0 {
+		list := s.tracker.Held()
+		if len(list) > 20 {
+			list = list[:20]
+		}
+		st["in_doubt"] = list
+	}
+	return st
+}
+
+// Close stops the sink's background work; safe to call twice.
+func (s *Sink) Close(context.Context) error {
+	s.tracker.Close()
+	return nil
+}
+
+var (
+	_ pipeline.Sink           = (*Sink)(nil)
+	_ pipeline.Closer         = (*Sink)(nil)
+	_ pipeline.Prober         = (*Sink)(nil)
+	_ pipeline.StatusReporter = (*Sink)(nil)
+	_ config.ConfigValidator  = (*Config)(nil)
+)
