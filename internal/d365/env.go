@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -294,7 +295,7 @@ func (e *Env) do(ctx context.Context, r *Request, op string) (*Response, error, 
 		if err != nil {
 			permit.Done(OutcomeOther, 0)
 			e.m.Requests.WithLabelValues(e.name, r.Op, "0").Inc()
-			ne := &Error{Op: op, Message: "no answer from F&O: " + clip(err.Error()), InDoubt: sent, Err: err}
+			ne := &Error{Op: op, Message: "no answer from F&O: " + clip(e.netReason(err)), InDoubt: sent, Err: err}
 			if ctx.Err() != nil && !sent {
 				return nil, ne, connUnknown
 			}
@@ -389,6 +390,18 @@ func (e *Env) send(ctx context.Context, r *Request, tok string) (*Response, bool
 		return nil, true, fmt.Errorf("read answer %d: %w", resp.StatusCode, err)
 	}
 	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, true, nil
+}
+
+// netReason describes a failed exchange without repeating the URL.
+func (e *Env) netReason(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "no answer within " + e.timeout.String() + " (timeout)"
+	}
+	return err.Error()
 }
 
 func pathOnly(p string) string {
