@@ -26,6 +26,7 @@ import (
 	"github.com/plantgate/plantgate/internal/backoff"
 	"github.com/plantgate/plantgate/internal/buildinfo"
 	"github.com/plantgate/plantgate/internal/config"
+	"github.com/plantgate/plantgate/internal/d365"
 	"github.com/plantgate/plantgate/internal/flow"
 	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/pipeline"
@@ -86,6 +87,7 @@ type App struct {
 	m     *flow.Metrics
 
 	store   *queue.Store
+	fo      *d365.Registry
 	router  *flow.Router
 	sinks   map[string]pipeline.Sink
 	sources map[string]pipeline.Source
@@ -171,6 +173,8 @@ func (a *App) Run(ctx context.Context) error {
 		ConstLabels: prometheus.Labels{"version": buildinfo.Version, "commit": buildinfo.Commit}}, func() float64 { return 1 }))
 	a.reg.MustRegister(newComponentCollector(a))
 	a.router = flow.NewRouter(store, a.flows, logging.Component(a.log, "router", "", ""), a.m)
+	a.startFO()
+	defer a.stopFO()
 
 	// Sinks.
 	for _, name := range a.cfg.SinkOrder {
@@ -282,6 +286,7 @@ func (a *App) env(kind, name, typ, scope string) pipeline.Env {
 		Metrics: a.reg,
 		Now:     time.Now,
 		State:   a.store.Scope(scope),
+		Resolve: a.resolve,
 	}
 }
 

@@ -115,6 +115,7 @@ type Status struct {
 	Streams   []flow.RunnerStatus `json:"streams"`
 	Sources   []ComponentStatus   `json:"sources"`
 	Sinks     []ComponentStatus   `json:"sinks"`
+	InDoubt   []InDoubtView       `json:"in_doubt,omitempty"`
 	Problems  []string            `json:"problems,omitempty"`
 }
 
@@ -156,6 +157,9 @@ func (a *App) Status() Status {
 			st.Sinks = append(st.Sinks, cs)
 		}
 	}
+	inDoubt, foProblems := a.inDoubt()
+	st.InDoubt = inDoubt
+	st.Problems = append(st.Problems, foProblems...)
 	if qs.Full {
 		st.Problems = append(st.Problems, "queue is full: sources are not acknowledging upstream")
 	}
