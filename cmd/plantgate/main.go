@@ -6,6 +6,7 @@
 //	plantgate check-config -c FILE [--print]
 //	plantgate version
 //	plantgate queue stats|list|dead|replay|purge|check|compact -c FILE [flags]
+//	plantgate queue in-doubt|release|drop -c FILE [--sink S --seq N [--yes]]
 //
 // Exit codes: 0 success, 1 failure, 2 usage, 75 queue locked by a running
 // gateway, 78 configuration error (systemd's RestartPreventExitStatus).
@@ -51,6 +52,9 @@ Usage:
       dead   [--stream S] [--after N] [--limit N] dead letters with their reasons
       replay --stream S [--seq N,...]             move dead letters back for delivery
       purge  --stream S (--dead|--items|--all) [--seq N,...] --yes   delete records
+      in-doubt [--sink S]                         F&O records whose delivery is in doubt (held, parked, in flight)
+      release --sink S --seq N                    send a held record again, then those parked behind it
+      drop    --sink S --seq N --yes              F&O has the held record: dead-letter it, deliver those parked behind it
       check                          verify the file, every record and the counters
       compact                        rewrite the file to return drained space
 

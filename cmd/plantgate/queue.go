@@ -34,17 +34,20 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 	dead := fs.Bool("dead", false, "purge: dead letters")
 	items := fs.Bool("items", false, "purge: pending records")
 	all := fs.Bool("all", false, "purge: the whole stream")
-	yes := fs.Bool("yes", false, "purge: confirm")
+	yes := fs.Bool("yes", false, "purge, drop: confirm")
+	sinkName := fs.String("sink", "", "in-doubt, release, drop: the sink")
 	if err := fs.Parse(args[1:]); err != nil {
 		return exitUsage
 	}
 	path := *qpath
 	opts := queue.Options{Log: zerolog.Nop()}
+	var sinkNames []string
 	if path == "" {
 		cfg, _, err := app.LoadConfig(*cfgPath)
 		if err != nil {
 			return reportConfigError(err, stderr)
 		}
+		sinkNames = cfg.SinkOrder
 		path = app.QueuePath(cfg)
 		opts = app.QueueOptions(cfg, zerolog.Nop())
 		opts.CompactMinBytes = 0
@@ -60,7 +63,22 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 			seqs = append(seqs, v)
 		}
 	}
-	readOnly := sub == "stats" || sub == "list" || sub == "dead" || sub == "check"
+	if *sinkName != "" {
+		sinkNames = []string{*sinkName}
+	}
+	if (sub == "release" || sub == "drop") && (*sinkName == "" || len(seqs) != 1) {
+		fmt.Fprintf(stderr, "plantgate queue %s: give the sink and the held record: --sink S --seq N\n", sub)
+		return exitUsage
+	}
+	if sub == "drop" && !*yes {
+		fmt.Fprintln(stderr, "plantgate queue drop: the record is never sent; add --yes once F&O is known to have it")
+		return exitUsage
+	}
+	if sub == "in-doubt" && len(sinkNames) == 0 {
+		fmt.Fprintln(stderr, "plantgate queue in-doubt: name the sink with --sink, or give the config with -c")
+		return exitUsage
+	}
+	readOnly := sub == "stats" || sub == "list" || sub == "dead" || sub == "check" || sub == "in-doubt"
 	if sub == "compact" {
 		before, after, err := queue.Compact(path, opts)
 		if err != nil {
@@ -191,6 +209,12 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 			return queueErr(err, stderr)
 		}
 		fmt.Fprintf(stdout, "purged %d records of %s\n", n, *stream)
+	case "in-doubt":
+		return cmdInDoubt(s, sinkNames, *asJSON, stdout, stderr)
+	case "release", "drop":
+		if err := resolveHeld(ctx, s, *sinkName, seqs[0], sub == "drop", stdout); err != nil {
+			return queueErr(err, stderr)
+		}
 	case "check":
 		if err := s.Check(); err != nil {
 			fmt.Fprintf(stderr, "%s: check failed:\n%v\n", path, err)
