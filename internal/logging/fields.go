@@ -49,3 +49,8 @@ const (
 	FieldBlob      = "blob"
 	FieldSet       = "entity_set"
 )
+
+// Field names added for the mqtt source.
+const (
+	FieldUsername = "username"
+)

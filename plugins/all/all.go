@@ -4,6 +4,7 @@ package all
 import (
 	// Sources.
 	_ "github.com/plantgate/plantgate/plugins/inputs/file"
+	_ "github.com/plantgate/plantgate/plugins/inputs/mqtt"
 	// Sinks.
 	_ "github.com/plantgate/plantgate/plugins/outputs/fomes"
 	_ "github.com/plantgate/plantgate/plugins/outputs/foodata"
