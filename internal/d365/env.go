@@ -66,9 +66,11 @@ type Env struct {
 	log     zerolog.Logger
 	now     func() time.Time
 
-	mu       sync.Mutex
-	tokenErr string
-	lastOK   time.Time
+	mu          sync.Mutex
+	tokenErr    string
+	lastOK      time.Time
+	unavailable time.Time // F&O answered 503 with Retry-After until then
+	unavailMsg  string
 }
 
 // NewEnv builds environment name from its config. It reads ca_file and
@@ -312,6 +314,10 @@ func (e *Env) do(ctx context.Context, r *Request, op string) (*Response, error, 
 			permit.Done(OutcomeThrottled, ra)
 		case resp.Status == http.StatusServiceUnavailable && hasRA:
 			permit.Done(OutcomePause, ra)
+			e.mu.Lock()
+			e.unavailable = e.now().Add(ra)
+			e.unavailMsg = ErrorText(resp.Header.Get("Content-Type"), resp.Body)
+			e.mu.Unlock()
 		case resp.Status >= 500:
 			permit.Done(OutcomeOther, 0)
 		default:
@@ -412,12 +418,20 @@ func pathOnly(p string) string {
 }
 
 // Probe reports whether the environment is usable: its circuit is not
-// open and a token can be obtained (which reaches the identity platform
+// open, F&O did not ask to wait (503 with Retry-After), and a token can
+// be obtained (which reaches the identity platform
 // unless a cached token is still valid). Errors wrap pipeline.ErrNotReady.
 func (e *Env) Probe(ctx context.Context) error {
 	if st := e.breaker.Status(); st.State == BreakerOpen.String() {
 		return fmt.Errorf("%w: F&O environment %s unreachable (circuit open, next probe at %s): %s",
 			pipeline.ErrNotReady, e.name, st.NextProbe.Format(time.RFC3339), st.LastError)
+	}
+	e.mu.Lock()
+	until, msg := e.unavailable, e.unavailMsg
+	e.mu.Unlock()
+	if e.now().Before(until) {
+		return fmt.Errorf("%w: F&O environment %s answered 503 Service Unavailable, retry after %s: %s",
+			pipeline.ErrNotReady, e.name, until.UTC().Format(time.RFC3339), msg)
 	}
 	if _, err := e.tokens.Token(ctx); err != nil {
 		return fmt.Errorf("%w: F&O environment %s: %v", pipeline.ErrNotReady, e.name, err)
