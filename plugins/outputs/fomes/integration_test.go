@@ -109,4 +109,3 @@ func TestIntegrationOutage(t *testing.T) {
 	}
 	t.Logf("%d messages across a %v outage: all delivered once and in order; %d requests hit the outage", n, outage, em.Stats().Count(foemu.RouteMES, 503))
 }
-
