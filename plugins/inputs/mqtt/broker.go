@@ -209,11 +209,13 @@ func (h *ingestHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool
 		}
 	}
 	h.s.m.aclDenials.Inc()
+	ev := h.s.log.Debug() // subscriptions and deliveries
 	op := "subscribe"
 	if write {
-		op = "publish"
+		ev, op = h.s.log.Warn(), "publish" // the client is disconnected
 	}
-	h.s.log.Debug().Str(logging.FieldUsername, user).Str(logging.FieldTopic, topic).Str(logging.FieldMethod, op).Msg("embedded broker ACL denied")
+	ev.Str(logging.FieldUsername, user).Str(logging.FieldClientID, cl.ID).Str(logging.FieldTopic, topic).Str(logging.FieldMethod, op).
+		Msg("embedded broker ACL denied")
 	return false
 }
 
@@ -303,7 +305,9 @@ func clientContext(parent context.Context, cl *mochi.Client) (context.Context, f
 }
 
 // slogBridge sends mochi's log/slog records to the source's zerolog
-// logger: Info becomes Debug (connects and disconnects are routine).
+// logger. Only errors keep their level: mochi warns about every client
+// that drops its connection, and its packet dumps hold payloads, which
+// belong at Debug. The hook logs what an operator must see.
 type slogBridge struct {
 	log   zerolog.Logger
 	attrs []slog.Attr
@@ -311,14 +315,10 @@ type slogBridge struct {
 }
 
 func (b *slogBridge) level(l slog.Level) zerolog.Level {
-	switch {
-	case l >= slog.LevelError:
+	if l >= slog.LevelError {
 		return zerolog.ErrorLevel
-	case l >= slog.LevelWarn:
-		return zerolog.WarnLevel
-	default:
-		return zerolog.DebugLevel
 	}
+	return zerolog.DebugLevel
 }
 
 // Enabled implements slog.Handler.

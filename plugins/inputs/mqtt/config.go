@@ -29,7 +29,7 @@ type Config struct {
 	// Password for the broker (client mode).
 	Password logging.Secret `yaml:"password"`
 	// QoS is the subscription QoS of topics that do not name their own.
-	QoS int `yaml:"qos" default:"1" enum:"0,1,2"`
+	QoS int `yaml:"qos" default:"1" min:"0"`
 	// Topics are the filters to subscribe to (client mode) or to ingest
 	// (embedded mode, default all but $SYS). A filter may be a shared
 	// subscription, $share/<group>/<filter>.
@@ -182,6 +182,9 @@ func (t Topic) qos(def int) byte {
 // Validate checks what the tags cannot express.
 func (c *Config) Validate() error {
 	var errs []error
+	if c.QoS < 0 || c.QoS > 2 {
+		errs = append(errs, fmt.Errorf("qos %d: want 0, 1 or 2", c.QoS))
+	}
 	if c.Format == "csv" && len(c.CSVHeader) == 0 {
 		errs = append(errs, errors.New("format csv needs csv_header"))
 	}

@@ -18,6 +18,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/config"
@@ -404,3 +405,5 @@ func (e *blockingEmitter) committed() []pipeline.Message {
 	defer e.mu.Unlock()
 	return append([]pipeline.Message(nil), e.msgs...)
 }
+
+func testutilValue(c prometheus.Collector) float64 { return promtestutil.ToFloat64(c) }
