@@ -196,6 +196,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("topics: %s: qos %d not 0, 1 or 2", t.Filter, *t.QoS))
 		}
 	}
+	if c.Embedded == nil && c.PauseAfter >= c.KeepAlive {
+		errs = append(errs, errors.New("pause_after must be shorter than keep_alive: a reading pause longer than keep-alive ends the connection"))
+	}
 	if c.ReconnectMax < c.ReconnectInitial {
 		errs = append(errs, errors.New("reconnect_max is shorter than reconnect_initial"))
 	}

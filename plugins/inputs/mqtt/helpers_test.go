@@ -87,20 +87,29 @@ func startMosquitto(t testing.TB) *mosquitto {
 		me = u.Username
 	}
 	m.conf = filepath.Join(m.dir, "mosquitto.conf")
-	conf := fmt.Sprintf(`listener %d 127.0.0.1
+	// The limits come from the file plantgate ships for plant brokers.
+	shipped, err := os.ReadFile("../../../configs/mosquitto/plantgate.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conf strings.Builder
+	for line := range strings.Lines(string(shipped)) {
+		if strings.HasPrefix(line, "persistence_location") || strings.HasPrefix(line, "autosave_interval") {
+			continue
+		}
+		conf.WriteString(line)
+	}
+	fmt.Fprintf(&conf, `
+listener %d 127.0.0.1
 allow_anonymous true
 user %s
-persistence true
 persistence_location %s/
 autosave_interval 1800
-max_inflight_messages 1000
-max_queued_messages 1000000
-max_queued_bytes 0
 log_dest stderr
 log_type error
 log_type warning
 `, m.port, me, m.dir)
-	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
+	if err := os.WriteFile(m.conf, []byte(conf.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	m.start()

@@ -86,6 +86,7 @@ func TestConfigErrors(t *testing.T) {
 		{"    broker: tcp://b:1883\n    client_id: x\n    topics: [a]\n    tls: {cert_file: c.pem}\n", "tls settings need"},
 		{"    broker: tls://b:8883\n    client_id: x\n    topics: [a]\n    tls: {cert_file: c.pem}\n", "cert_file and key_file go together"},
 		{"    broker: tcp://b:1883\n    embedded: {allow_anonymous: true}\n", "not both"},
+		{"    broker: tcp://b:1883\n    client_id: x\n    topics: [a]\n    pause_after: 1m\n", "pause_after must be shorter than keep_alive"},
 		{"    embedded: {}\n", "no users and allow_anonymous is false"},
 		{"    client_id: x\n    embedded: {allow_anonymous: true}\n", "for client mode"},
 		{"    embedded: {listen: nowhere, allow_anonymous: true}\n", "want host:port"},
