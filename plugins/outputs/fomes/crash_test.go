@@ -120,13 +120,19 @@ func TestCrashGateway(t *testing.T) {
 // exactly once, and every MES message at most once (in_doubt: hold) with
 // the ones not delivered held or parked as dead letters, never lost, and
 // each production order's messages in order.
-func TestIntegrationSIGKILL(t *testing.T) {
+func TestIntegrationSIGKILL(t *testing.T) { testSIGKILL(t, 6, 160, 120) }
+
+// TestLongSIGKILL is the soak variant: 60 kills over 4000 records.
+func TestLongSIGKILL(t *testing.T) {
+	if os.Getenv("PLANTGATE_LONG") == "" {
+		t.Skip("set PLANTGATE_LONG=1 (make e2e-long)")
+	}
+	testSIGKILL(t, 60, 2400, 1600)
+}
+
+func testSIGKILL(t *testing.T, kills, nLines, nMsgs int) {
 	if os.Getenv("PLANTGATE_FO_CRASH_CONFIG") != "" {
 		t.Skip("inside the helper")
-	}
-	kills, nLines, nMsgs := 6, 160, 120
-	if os.Getenv("PLANTGATE_LONG") != "" {
-		kills, nLines, nMsgs = 40, 2000, 1500
 	}
 	em := foemutest.Start(t)
 	// Requests take a few milliseconds, so kills often land while some are in flight.

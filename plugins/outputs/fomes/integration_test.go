@@ -38,10 +38,18 @@ func startedQuantities(t testing.TB, em *foemu.Emulator) (map[string][]int, int)
 // sink from hammering it, the sink reports not ready, and every message
 // arrives once, in order per production order, after the outage.
 func TestIntegrationOutage(t *testing.T) {
-	n, every, outage := 200, 8*time.Millisecond, 1200*time.Millisecond
-	if os.Getenv("PLANTGATE_LONG") != "" {
-		n, every, outage = 3000, 5*time.Millisecond, 8*time.Second
+	testOutage(t, 200, 8*time.Millisecond, 1200*time.Millisecond)
+}
+
+// TestLongOutage is the soak variant: 3000 messages over a 30 s outage.
+func TestLongOutage(t *testing.T) {
+	if os.Getenv("PLANTGATE_LONG") == "" {
+		t.Skip("set PLANTGATE_LONG=1 (make e2e-long)")
 	}
+	testOutage(t, 3000, 10*time.Millisecond, 30*time.Second)
+}
+
+func testOutage(t *testing.T, n int, every, outage time.Duration) {
 	em := foemutest.Start(t)
 	fe := d365test.Env(t, em, d365test.FastBreaker)
 	st := d365test.Store(t)

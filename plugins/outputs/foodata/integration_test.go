@@ -112,10 +112,18 @@ func checkInOrder(t testing.TB, got map[string][]int, want map[string]int) {
 // seconds: the sink stops hammering it, reports not ready, and delivers
 // everything in order per key once it is back.
 func TestIntegrationOutage(t *testing.T) {
-	n, every, outage := 240, 8*time.Millisecond, 1200*time.Millisecond
-	if os.Getenv("PLANTGATE_LONG") != "" {
-		n, every, outage = 3000, 5*time.Millisecond, 8*time.Second
+	testOutage(t, 240, 8*time.Millisecond, 1200*time.Millisecond)
+}
+
+// TestLongOutage is the soak variant: 3000 records over a 30 s outage.
+func TestLongOutage(t *testing.T) {
+	if os.Getenv("PLANTGATE_LONG") == "" {
+		t.Skip("set PLANTGATE_LONG=1 (make e2e-long)")
 	}
+	testOutage(t, 3000, 10*time.Millisecond, 30*time.Second)
+}
+
+func testOutage(t *testing.T, n int, every, outage time.Duration) {
 	em := foemutest.Start(t)
 	fe := d365test.Env(t, em, d365test.FastBreaker)
 	st := d365test.Store(t)
@@ -177,11 +185,17 @@ func TestIntegrationOutage(t *testing.T) {
 // TestIntegrationThrottling delivers through a budget far below the
 // sink's ceiling: F&O answers 429 at first, the limiter adapts, and every
 // record arrives exactly once.
-func TestIntegrationThrottling(t *testing.T) {
-	n := 150
-	if os.Getenv("PLANTGATE_LONG") != "" {
-		n = 2000
+func TestIntegrationThrottling(t *testing.T) { testThrottling(t, 150) }
+
+// TestLongThrottling is the soak variant: 3000 records through the budget.
+func TestLongThrottling(t *testing.T) {
+	if os.Getenv("PLANTGATE_LONG") == "" {
+		t.Skip("set PLANTGATE_LONG=1 (make e2e-long)")
 	}
+	testThrottling(t, 3000)
+}
+
+func testThrottling(t *testing.T, n int) {
 	em := foemutest.Start(t)
 	if err := em.SetFaults(foemu.Faults{Throttling: &foemu.ThrottleConfig{RequestsPerSecond: 60, Burst: 20, Concurrent: 4}}); err != nil {
 		t.Fatal(err)
