@@ -76,6 +76,9 @@ package: build ## build the .deb with nfpm
 	VERSION=$(VERSION) $(GOBIN_TOOLS)/nfpm pkg -f packaging/nfpm.yaml -p deb -t dist/
 	dpkg-deb -c dist/*.deb
 
+demo: ## run fo-emulator, plantgate and the MES simulator together (Ctrl-C stops)
+	@scripts/demo.sh
+
 check-systemd: ## systemd-analyze verify the unit (where systemd is present)
 	@if command -v systemd-analyze >/dev/null; then systemd-analyze verify systemd/plantgate.service; else echo "systemd-analyze not installed; skipped"; fi
 

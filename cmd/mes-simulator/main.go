@@ -7,7 +7,7 @@
 //
 // Messages are JSON on <prefix>/started and <prefix>/finished:
 //
-//	{"msg_id":"P000101-start","type":"started","order":"P000101","item":"FG-1000","qty":100,"company":"USMF","ts":"..."}
+//	{"msg_id":"P000101-start","type":"started","order":"P000101","item":"FG-1000","qty":100,"lot":"LOT-P000101","company":"USMF","ts":"..."}
 //	{"msg_id":"P000101-fin-3","type":"finished","order":"P000101","item":"FG-1000","good":10,"scrap":0,"company":"USMF","ts":"..."}
 //
 // msg_id is stable, so a republished message is recognised by plantgate's
@@ -110,7 +110,7 @@ func run(args []string, out io.Writer) error {
 	for _, o := range orders {
 		if o.Status == "Released" {
 			if err := publish(*prefix+"/started", map[string]any{"msg_id": o.Number + "-start", "type": "started", "order": o.Number,
-				"item": o.Item, "qty": o.Quantity, "company": o.Company}); err != nil {
+				"item": o.Item, "qty": o.Quantity, "lot": "LOT-" + o.Number, "company": o.Company}); err != nil {
 				return err
 			}
 			if !wait() {

@@ -28,6 +28,17 @@ func TestCheckConfigShippedConfigs(t *testing.T) {
 	}
 }
 
+func TestCheckConfigDemo(t *testing.T) {
+	t.Setenv("PLANTGATE_DEMO_DIR", t.TempDir())
+	t.Setenv("PLANTGATE_DEMO_FO_SECRET", "demo-secret")
+	t.Setenv("PLANTGATE_DEMO_MQTT_PASSWORD", "x")
+	t.Setenv("PLANTGATE_DEMO_ADMIN_TOKEN", "y")
+	code, out, errOut := runCLI("check-config", "-c", "../../configs/demo.yaml")
+	if code != exitOK || strings.Contains(errOut, "warning") {
+		t.Errorf("check-config demo.yaml = %d, want 0 without warnings\n%s%s", code, out, errOut)
+	}
+}
+
 func writeConfig(t *testing.T, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "plantgate.yaml")

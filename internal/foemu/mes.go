@@ -561,7 +561,7 @@ func (e *Emulator) processMessage(m *Message) {
 		e.log.Debug().Int64(logging.FieldMessageID, m.ID).Str(logging.FieldState, string(m.State)).Msg("message processed")
 		return
 	}
-	m.Infolog = "Error: " + err.Error()
+	m.Infolog = "Error: " + msgText(err)
 	m.Log = append(m.Log, fmt.Sprintf("%s attempt %d: %s", now.Format(time.RFC3339), m.Attempts, m.Infolog))
 	if m.Attempts >= e.cfg.MES.Attempts {
 		m.State = MessageFailed
