@@ -209,13 +209,14 @@ func (h *ingestHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool
 		}
 	}
 	h.s.m.aclDenials.Inc()
-	ev := h.s.log.Debug() // subscriptions and deliveries
-	op := "subscribe"
+	// A refused publish disconnects the client: warn. Subscriptions and
+	// deliveries are answered in the protocol: debug.
+	lvl, op := zerolog.DebugLevel, "subscribe"
 	if write {
-		ev, op = h.s.log.Warn(), "publish" // the client is disconnected
+		lvl, op = zerolog.WarnLevel, "publish"
 	}
-	ev.Str(logging.FieldUsername, user).Str(logging.FieldClientID, cl.ID).Str(logging.FieldTopic, topic).Str(logging.FieldMethod, op).
-		Msg("embedded broker ACL denied")
+	h.s.log.WithLevel(lvl).Str(logging.FieldUsername, user).Str(logging.FieldClientID, cl.ID).Str(logging.FieldTopic, topic).
+		Str(logging.FieldMethod, op).Msg("embedded broker ACL denied")
 	return false
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/backoff"
 	"github.com/plantgate/plantgate/internal/logging"
@@ -153,7 +154,11 @@ func (ss *session) connect(ctx context.Context, wdone <-chan struct{}) (paho.Cli
 		}
 		s.setConnected(false, err)
 		d := pol.Delay(attempt)
-		s.log.Warn().Err(err).Str(logging.FieldURL, s.cfg.Broker).Int(logging.FieldAttempt, attempt).Dur(logging.FieldRetryIn, d).
+		lvl := zerolog.DebugLevel
+		if attempt == 1 || attempt%10 == 0 {
+			lvl = zerolog.WarnLevel // not every attempt of a long outage
+		}
+		s.log.WithLevel(lvl).Err(err).Str(logging.FieldURL, s.cfg.Broker).Int(logging.FieldAttempt, attempt).Dur(logging.FieldRetryIn, d).
 			Msg("connect to broker")
 		t := time.NewTimer(d)
 		select {
@@ -270,6 +275,9 @@ func (ss *session) giveBack() {
 
 func (ss *session) onConnect(c paho.Client) {
 	s := ss.s
+	s.mu.Lock()
+	s.subs = nil // until the SUBACK of this connection
+	s.mu.Unlock()
 	s.setConnected(true, nil)
 	s.log.Info().Str(logging.FieldURL, s.cfg.Broker).Str(logging.FieldClientID, s.cfg.ClientID).Msg("connected to broker")
 	filters := make(map[string]byte, len(s.cfg.Topics))
@@ -367,10 +375,7 @@ func (ss *session) writer(ctx context.Context, em pipeline.Emitter) error {
 			for _, p := range batch {
 				ss.release(p)
 			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("emit %d messages (left unacknowledged for the broker to redeliver): %w", len(batch), err)
+			return emitError(ctx, err, len(batch))
 		}
 		for _, p := range batch {
 			if p.msg.Qos() > 0 {
@@ -380,4 +385,14 @@ func (ss *session) writer(ctx context.Context, em pipeline.Emitter) error {
 		s.noteDone(len(batch), true)
 		clear(msgs) // drop references to payloads
 	}
+}
+
+// emitError is what the writer returns after a failed Emit: nil when Run
+// is ending (the messages stay unacknowledged for the broker to redeliver),
+// else the error.
+func emitError(ctx context.Context, err error, n int) error {
+	if ctx.Err() != nil {
+		return nil //nolint:nilerr // a cancelled Run is a clean stop; nothing was acknowledged
+	}
+	return fmt.Errorf("emit %d messages (left unacknowledged for the broker to redeliver): %w", n, err)
 }

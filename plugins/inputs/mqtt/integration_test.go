@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -144,8 +145,20 @@ func TestIntegrationMosquittoBrokerRestart(t *testing.T) {
 	m.start()
 	g.start()
 	eventually(t, 20*time.Second, "1500 records", func() bool { return g.count() == 1500 })
+
+	// A broker that lost its state (new install, deleted persistence file)
+	// has no subscription for plantgate: the source subscribes again.
+	m.stop(syscall.SIGTERM)
+	if err := os.Remove(filepath.Join(m.dir, "mosquitto.db")); err != nil {
+		t.Fatal(err)
+	}
+	m.start()
+	eventually(t, 20*time.Second, "the source to reconnect", func() bool { return g.src.Status()["connected"] == true })
+	g.waitSubscribed()
+	newPublisher(t, m.url(), "pub-r4").send("r/a", 1, "a", 1500, 2000)
+	eventually(t, 20*time.Second, "2000 records", func() bool { return g.count() == 2000 })
 	ids, n := g.ids()
-	if len(ids) != 1500 || n != 1500 {
+	if len(ids) != 2000 || n != 2000 {
 		t.Fatalf("%d records, %d distinct", n, len(ids))
 	}
 	if st := g.src.Status(); st["connection_losses"].(int64) < 1 {

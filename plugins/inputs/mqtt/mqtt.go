@@ -205,8 +205,11 @@ func (s *Source) setConnected(v bool, err error) {
 	s.connected = v
 	if v {
 		s.lastErr = nil
-	} else if err != nil {
-		s.lastErr = err
+	} else {
+		s.subs = nil // a new connection subscribes again
+		if err != nil {
+			s.lastErr = err
+		}
 	}
 	s.mu.Unlock()
 	s.m.connected.Set(b2f(v))
@@ -282,7 +285,7 @@ func (s *Source) Probe(ctx context.Context) error {
 		case s.connected:
 			return nil
 		case s.lastErr != nil:
-			return fmt.Errorf("%w: %v", pipeline.ErrNotReady, s.lastErr)
+			return fmt.Errorf("%w: %w", pipeline.ErrNotReady, s.lastErr)
 		default:
 			return fmt.Errorf("%w: not connected yet", pipeline.ErrNotReady)
 		}
@@ -291,7 +294,7 @@ func (s *Source) Probe(ctx context.Context) error {
 		var lc net.ListenConfig
 		l, err := lc.Listen(ctx, "tcp", s.cfg.Embedded.Listen)
 		if err != nil {
-			return fmt.Errorf("%w: embedded broker cannot listen: %v", pipeline.ErrNotReady, err)
+			return fmt.Errorf("%w: embedded broker cannot listen: %w", pipeline.ErrNotReady, err)
 		}
 		return l.Close()
 	}
@@ -306,9 +309,9 @@ func (s *Source) Probe(ctx context.Context) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", host)
 	if err != nil {
-		return fmt.Errorf("%w: %v", pipeline.ErrNotReady, err)
+		return fmt.Errorf("%w: %w", pipeline.ErrNotReady, err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	if s.tls != nil {
 		tc := s.tls.Clone()
 		if tc.ServerName == "" {
@@ -316,7 +319,7 @@ func (s *Source) Probe(ctx context.Context) error {
 		}
 		tlsConn := tls.Client(conn, tc)
 		if err := tlsConn.HandshakeContext(ctx); err != nil {
-			return fmt.Errorf("%w: tls: %v", pipeline.ErrNotReady, err)
+			return fmt.Errorf("%w: tls: %w", pipeline.ErrNotReady, err)
 		}
 	}
 	return nil
