@@ -51,9 +51,12 @@ func (l *locator) load(stream string) error {
 	}
 	l.dead[stream] = map[uint64]queue.DeadLetterRecord{}
 	l.items[stream] = map[uint64]pipeline.Record{}
+	if !l.known(stream) {
+		return nil // an unknown stream holds nothing
+	}
 	dl, err := l.s.ListDead(stream, 0, 0)
 	if err != nil {
-		return nil // an unknown stream holds nothing
+		return err
 	}
 	for _, d := range dl {
 		if d.OrigSeq != 0 {
@@ -68,6 +71,15 @@ func (l *locator) load(stream string) error {
 		l.items[stream][r.Seq] = r
 	}
 	return nil
+}
+
+func (l *locator) known(stream string) bool {
+	for _, s := range l.s.Streams() {
+		if s == stream {
+			return true
+		}
+	}
+	return false
 }
 
 func (l *locator) where(stream string, seq uint64) string {

@@ -141,7 +141,7 @@ func ParseBatchResponse(contentType string, body []byte) ([]PartResponse, error)
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrMalformedBatch, err)
+			return nil, fmt.Errorf("%w: %w", ErrMalformedBatch, err)
 		}
 		if len(out) >= maxBatchParts {
 			return nil, fmt.Errorf("%w: more than %d parts", ErrMalformedBatch, maxBatchParts)
@@ -159,14 +159,14 @@ func ParseBatchResponse(contentType string, body []byte) ([]PartResponse, error)
 					break
 				}
 				if err != nil {
-					return nil, fmt.Errorf("%w: changeset %d: %v", ErrMalformedBatch, cs, err)
+					return nil, fmt.Errorf("%w: changeset %d: %w", ErrMalformedBatch, cs, err)
 				}
 				if len(out) >= maxBatchParts {
 					return nil, fmt.Errorf("%w: more than %d parts", ErrMalformedBatch, maxBatchParts)
 				}
 				it, err := readPartResponse(ip)
 				if err != nil {
-					return nil, fmt.Errorf("%w: changeset %d: %v", ErrMalformedBatch, cs, err)
+					return nil, fmt.Errorf("%w: changeset %d: %w", ErrMalformedBatch, cs, err)
 				}
 				it.Changeset = cs
 				out = append(out, it)
@@ -175,7 +175,7 @@ func ParseBatchResponse(contentType string, body []byte) ([]PartResponse, error)
 		}
 		it, err := readPartResponse(p)
 		if err != nil {
-			return nil, fmt.Errorf("%w: part %d: %v", ErrMalformedBatch, len(out)+1, err)
+			return nil, fmt.Errorf("%w: part %d: %w", ErrMalformedBatch, len(out)+1, err)
 		}
 		out = append(out, it)
 	}
@@ -214,7 +214,7 @@ func readPartResponse(p *multipart.Part) (PartResponse, error) {
 	}
 	hdr, err := tp.ReadMIMEHeader()
 	if err != nil && !errors.Is(err, io.EOF) {
-		return PartResponse{}, fmt.Errorf("invalid headers after %q: %v", clip(line), err)
+		return PartResponse{}, fmt.Errorf("invalid headers after %q: %w", clip(line), err)
 	}
 	body, _ := io.ReadAll(tp.R)
 	it := PartResponse{

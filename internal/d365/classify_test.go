@@ -20,7 +20,7 @@ func TestParseODataError(t *testing.T) {
 		{"inner message", writeFailed, "Write failed for table row of type 'CustCustomerV3Entity'. Infolog: Warning: validateField failed on field 'CustCustomerV3Entity.CustomerGroupId'.", "", true},
 		{"outer message only", `{"error":{"code":"","message":"Resource not found for the segment 'Nope'."}}`, "Resource not found for the segment 'Nope'.", "", true},
 		{"odata v3 message", `{"error":{"code":"X1","message":{"lang":"en-US","value":"old style"}}}`, "old style", "X1", true},
-		{"json service", `{"Message":"An exception occured when invoking the operation - Company 'XX' does not exist.","ExceptionType":"ErrorException","ExceptionMessage":"An exception occured when invoking the operation - Company 'XX' does not exist."}`, "An exception occured when invoking the operation - Company 'XX' does not exist.", "", true},
+		{"json service", `{"Message":"An exception occurred when invoking the operation - Company 'XX' does not exist.","ExceptionType":"ErrorException","ExceptionMessage":"An exception occurred when invoking the operation - Company 'XX' does not exist."}`, "An exception occurred when invoking the operation - Company 'XX' does not exist.", "", true},
 		{"identity platform", `{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215]}`, "AADSTS7000215: Invalid client secret provided.", "invalid_client", true},
 		{"not json", `<html><title>502</title></html>`, "", "", false},
 		{"empty object", `{}`, "", "", false},

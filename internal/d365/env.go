@@ -241,7 +241,7 @@ func (e *Env) Do(ctx context.Context, r *Request) (*Response, error) {
 		}
 		return nil, pipeline.Throttle(wait, &Error{Op: op, Message: msg, Err: ErrCircuitOpen})
 	}
-	resp, err, conn := e.do(ctx, r, op)
+	resp, conn, err := e.do(ctx, r, op)
 	switch conn {
 	case connOK:
 		e.breaker.Success(probe)
@@ -268,27 +268,27 @@ func failureReason(err error) string {
 	return clip(err.Error())
 }
 
-func (e *Env) do(ctx context.Context, r *Request, op string) (*Response, error, connResult) {
+func (e *Env) do(ctx context.Context, r *Request, op string) (*Response, connResult, error) {
 	for attempt := 0; ; attempt++ {
 		permit, err := e.limiter.Acquire(ctx, r.Priority)
 		if err != nil {
-			return nil, &Error{Op: op, Message: "gave up waiting for the request limiter", Err: err}, connUnknown
+			return nil, connUnknown, &Error{Op: op, Message: "gave up waiting for the request limiter", Err: err}
 		}
 		tok, err := e.tokens.Token(ctx)
 		if err != nil {
 			permit.Done(OutcomeOther, 0)
 			if ctx.Err() != nil {
-				return nil, err, connUnknown
+				return nil, connUnknown, err
 			}
 			if tokenConnectivity(err) {
-				return nil, err, connFailed
+				return nil, connFailed, err
 			}
-			return nil, err, connUnknown
+			return nil, connUnknown, err
 		}
 		if r.BeforeSend != nil {
 			if err := r.BeforeSend(); err != nil {
 				permit.Done(OutcomeOther, 0)
-				return nil, &Error{Op: op, Message: "record the request as in flight: " + err.Error(), Err: err}, connUnknown
+				return nil, connUnknown, &Error{Op: op, Message: "record the request as in flight: " + err.Error(), Err: err}
 			}
 		}
 		start := e.now()
@@ -299,9 +299,9 @@ func (e *Env) do(ctx context.Context, r *Request, op string) (*Response, error, 
 			e.m.Requests.WithLabelValues(e.name, r.Op, "0").Inc()
 			ne := &Error{Op: op, Message: "no answer from F&O: " + clip(e.netReason(err)), InDoubt: sent, Err: err}
 			if ctx.Err() != nil && !sent {
-				return nil, ne, connUnknown
+				return nil, connUnknown, ne
 			}
-			return nil, ne, connFailed
+			return nil, connFailed, ne
 		}
 		e.m.Requests.WithLabelValues(e.name, r.Op, strconv.Itoa(resp.Status)).Inc()
 		ra, hasRA := RetryAfter(resp.Header, e.now())
@@ -345,7 +345,7 @@ func (e *Env) do(ctx context.Context, r *Request, op string) (*Response, error, 
 		if resp.Status >= 500 {
 			conn = connFailed
 		}
-		return resp, cerr, conn
+		return resp, conn, cerr
 	}
 }
 
@@ -390,7 +390,7 @@ func (e *Env) send(ctx context.Context, r *Request, tok string) (*Response, bool
 	if err != nil {
 		return nil, wrote.Load(), err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
 		return nil, true, fmt.Errorf("read answer %d: %w", resp.StatusCode, err)
@@ -434,7 +434,7 @@ func (e *Env) Probe(ctx context.Context) error {
 			pipeline.ErrNotReady, e.name, until.UTC().Format(time.RFC3339), msg)
 	}
 	if _, err := e.tokens.Token(ctx); err != nil {
-		return fmt.Errorf("%w: F&O environment %s: %v", pipeline.ErrNotReady, e.name, err)
+		return fmt.Errorf("%w: F&O environment %s: %w", pipeline.ErrNotReady, e.name, err)
 	}
 	return nil
 }

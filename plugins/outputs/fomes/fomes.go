@@ -1,7 +1,3 @@
-// Package fomes is the "fo.mes" sink: it sends each record as a message to
-// F&O's MES integration message service (SendMessage, queue JmgMES3P),
-// in order per production order, with in-doubt protection against
-// duplicate messages.
 package fomes
 
 import (

@@ -1,7 +1,3 @@
-// Package foodata is the "fo.odata" sink: it creates or updates one F&O
-// data entity record per queue record through OData (POST, PATCH by the
-// full key, or upsert), one request per record or in $batch changesets,
-// and verifies records whose outcome is in doubt by reading them back.
 package foodata
 
 import (
@@ -334,18 +330,16 @@ func (s *Sink) verify(ctx context.Context, r pipeline.Record, e *entity) (bool, 
 	if s.cfg.Mode == ModeCreate {
 		return true, nil
 	}
+	// An answer that cannot be compared counts as absent: the record is
+	// sent again, which an update (PATCH) makes harmless.
 	var got map[string]any
 	dec := json.NewDecoder(bytes.NewReader(resp.Body))
 	dec.UseNumber()
-	if err := dec.Decode(&got); err != nil {
-		return false, nil // cannot compare: send again (an update is idempotent)
-	}
+	same := dec.Decode(&got) == nil
 	for k, v := range e.vals {
-		if !sameValue(v, got[k]) {
-			return false, nil
-		}
+		same = same && sameValue(v, got[k])
 	}
-	return true, nil
+	return same, nil
 }
 
 // sameValue compares a sent value with the one read back: numbers by
@@ -462,7 +456,7 @@ func (s *Sink) Probe(ctx context.Context) error {
 	}
 	_, err := s.env.Do(ctx, &d365.Request{Method: http.MethodGet, Path: "/data/" + url.PathEscape(s.cfg.Entity) + "?$top=1", Op: "probe", Priority: d365.PriorityLow})
 	if err != nil {
-		return fmt.Errorf("%w: %v", pipeline.ErrNotReady, err)
+		return fmt.Errorf("%w: %w", pipeline.ErrNotReady, err)
 	}
 	return nil
 }
