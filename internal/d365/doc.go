@@ -54,7 +54,8 @@
 //
 // # In doubt
 //
-// A request that left without an answer has an unknown outcome. Tracker
+// A request that left without an answer (or that a gateway answered 504)
+// has an unknown outcome. Tracker
 // keeps, in a sink's durable state, a marker per record written before the
 // request leaves ("sending") and, for sends that cannot be verified,
 // after F&O accepted it ("delivered"), plus the index of records held for

@@ -227,8 +227,9 @@ type Response struct {
 // transient), with the answer when there was one. Do waits for the
 // environment's limiter; while the circuit breaker is open it fails fast
 // with pipeline.Throttle until the next probe. A 401 drops the token and
-// retries once with a new one. A request that was sent without an answer
-// returns an error for which IsInDoubt is true.
+// retries once with a new one. A request that was sent without an answer,
+// or that a gateway answered 504 Gateway Timeout, returns an error for
+// which IsInDoubt is true.
 func (e *Env) Do(ctx context.Context, r *Request) (*Response, error) {
 	op := r.Method + " " + pathOnly(r.Path)
 	ok, probe, wait := e.breaker.Allow()
@@ -334,6 +335,14 @@ func (e *Env) do(ctx context.Context, r *Request, op string) (*Response, connRes
 			e.mu.Unlock()
 		}
 		cerr := Classify(op, resp.Status, resp.Header, resp.Body, e.now())
+		if resp.Status == http.StatusGatewayTimeout {
+			// A gateway gave up waiting for F&O, which may still have
+			// processed the request.
+			var de *Error
+			if errors.As(cerr, &de) {
+				de.InDoubt = true
+			}
+		}
 		if resp.Status == http.StatusUnauthorized {
 			var de *Error
 			if errors.As(cerr, &de) {

@@ -256,3 +256,24 @@ func TestInDoubtAndUnreachable(t *testing.T) {
 		t.Errorf("Probe with the circuit open = %v", err)
 	}
 }
+
+func TestIdentityPlatformDownOpensTheCircuit(t *testing.T) {
+	em := foemutest.Start(t)
+	if err := em.SetFaults(foemu.Faults{Rules: []foemu.FaultRule{{Route: foemu.RouteToken, ErrorRate: 1, ErrorStatus: 503}}}); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, emuConfig(em), Options{Breaker: BreakerConfig{Failures: 2, Delay: time.Hour}})
+	for i := range 2 {
+		_, err := e.Do(context.Background(), &Request{Method: "GET", Path: "/data/X", Op: "probe"})
+		if !errors.Is(err, ErrToken) || pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "503") {
+			t.Fatalf("attempt %d: %v; want a transient token error naming the 503", i, err)
+		}
+	}
+	_, err := e.Do(context.Background(), &Request{Method: "GET", Path: "/data/X", Op: "probe"})
+	if !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("after 2 token failures: %v; want the circuit open", err)
+	}
+	if n := em.Stats().Total(foemu.RouteOData); n != 0 {
+		t.Errorf("%d OData requests without a token", n)
+	}
+}

@@ -429,7 +429,8 @@ func (t *Tracker) forgetLater(name string, d time.Duration) {
 
 func (t *Tracker) forgetLoop(stop, done chan struct{}) {
 	defer close(done)
-	tick := time.NewTicker(max(t.o.ForgetAfter/4, 10*time.Millisecond))
+	// Small, frequent rounds keep the deletions from delaying deliveries.
+	tick := time.NewTicker(max(t.o.ForgetAfter/30, 10*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {

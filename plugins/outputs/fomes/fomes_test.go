@@ -195,3 +195,23 @@ func TestIntegrationTimeoutIsHeld(t *testing.T) {
 		t.Errorf("%d held", h)
 	}
 }
+
+func TestIntegrationGatewayTimeoutIsHeld(t *testing.T) {
+	em := foemutest.Start(t)
+	fe := d365test.Env(t, em)
+	s := newSink(t, mesConfig("ProdProductionOrderStart", InDoubtHold), fe, d365test.Store(t))
+	if err := em.SetFaults(foemu.Faults{Rules: []foemu.FaultRule{{Route: foemu.RouteMES, ErrorRate: 1, ErrorStatus: 504}}}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Write(context.Background(), []pipeline.Record{rec(1, "P000101", nil)})
+	if !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), d365.ReasonHeldPrefix) || !strings.Contains(err.Error(), "504 Gateway Timeout") {
+		t.Fatalf("Write after a 504 = %v; want held", err)
+	}
+	if err := em.SetFaults(foemu.Faults{Rules: []foemu.FaultRule{{Route: foemu.RouteMES, ErrorRate: 1, ErrorStatus: 502}}}); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Write(context.Background(), []pipeline.Record{rec(2, "P000102", nil)})
+	if err == nil || pipeline.IsPermanent(err) {
+		t.Fatalf("Write after a 502 = %v; want a transient error", err)
+	}
+}

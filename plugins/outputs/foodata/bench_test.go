@@ -152,7 +152,7 @@ func naive(b *testing.B, em *foemu.Emulator, tok, prefix string, n int) {
 // runner -> fo.odata, with its in-flight marker) than with a direct POST
 // of the same entity, and reports the added p50 and p99.
 func BenchmarkAddedLatency(b *testing.B) {
-	n := 300
+	n := 500
 	em := foemutest.Start(b, func(c *foemu.Config) { f := false; c.Throttling.Enabled = &f })
 	for i := 0; i < b.N; i++ {
 		fe := d365test.Env(b, em)

@@ -1,0 +1,43 @@
+package fomes
+
+import (
+	"testing"
+
+	"github.com/plantgate/plantgate/internal/app"
+	"github.com/plantgate/plantgate/internal/config"
+	"github.com/plantgate/plantgate/internal/d365"
+	"github.com/plantgate/plantgate/internal/pipeline"
+	_ "github.com/plantgate/plantgate/plugins/inputs/file"
+)
+
+// TestUrgentFlowsGetHighPriority checks that records of a flow declared
+// urgent go first in the environment's limiter, unless the sink sets its
+// priority.
+func TestUrgentFlowsGetHighPriority(t *testing.T) {
+	body := `gateway: {id: t}
+fo:
+  prod: {url: "https://fo.example", tenant_id: t, client_id: c, certificate_file: a.crt, private_key_file: a.key}
+sources: {in: {type: file, path: x}}
+flows:
+  urgent: {from: in, key: payload.order, to: [mes, mes-low], expect: {urgent: true}}
+  routine: {from: in, key: payload.order, to: mes}
+sinks:
+  mes: {type: fo.mes, env: prod, message_type: ProdProductionOrderStart}
+  mes-low: {type: fo.mes, env: prod, message_type: ProdProductionOrderStart, priority: low}
+`
+	cfg, err := config.Parse("t.yaml", []byte(body), app.ConfigOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Sink{cfg: *cfg.Sinks["mes"].Settings.(*Config), prio: d365.PriorityNormal}
+	if p := s.priority(pipeline.Record{Stream: "urgent.mes"}); p != d365.PriorityHigh {
+		t.Errorf("urgent flow: priority %v, want high", p)
+	}
+	if p := s.priority(pipeline.Record{Stream: "routine.mes"}); p != d365.PriorityNormal {
+		t.Errorf("routine flow: priority %v, want normal", p)
+	}
+	low := &Sink{cfg: *cfg.Sinks["mes-low"].Settings.(*Config), prio: d365.PriorityLow}
+	if p := low.priority(pipeline.Record{Stream: "urgent.mes-low"}); p != d365.PriorityLow {
+		t.Errorf("sink priority low: %v", p)
+	}
+}
