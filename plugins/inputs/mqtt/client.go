@@ -201,6 +201,7 @@ func (ss *session) options() *paho.ClientOptions {
 		// Subscriptions are sent again on every connect (a broker that
 		// lost its state has none), so paho need not remember them.
 		SetResumeSubs(false).
+		SetCustomOpenConnectionFn(openConnection).
 		SetDefaultPublishHandler(ss.onMessage).
 		SetOnConnectHandler(ss.onConnect).
 		SetConnectionLostHandler(ss.onLost).
