@@ -186,9 +186,9 @@ func (e *Env) onBreakerState(s BreakerState) {
 	switch s {
 	case BreakerOpen:
 		st := e.breaker.statusUnlocked()
-		e.log.Warn().Str(logging.FieldReason, st).Msg("f&o unreachable: circuit opened, calls paused")
+		e.log.Warn().Str(logging.FieldReason, st).Msg("circuit opened: F&O unreachable, calls paused")
 	case BreakerClosed:
-		e.log.Info().Msg("f&o reachable again: circuit closed")
+		e.log.Info().Msg("circuit closed: F&O reachable again")
 	}
 }
 

@@ -265,7 +265,10 @@ func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
 			s.mu.Unlock()
 		}
 		if marked {
-			s.tracker.Settled(r)
+			// F&O refused it: a restart must not take it for one in doubt.
+			if nerr := s.tracker.NotSent(ctx, r); nerr != nil {
+				s.log.Warn().Err(nerr).Uint64(logging.FieldSeq, r.Seq).Msg("clear in-flight marker")
+			}
 		}
 		return err
 	case marked:

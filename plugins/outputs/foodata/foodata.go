@@ -420,7 +420,13 @@ func (s *Sink) settle(ctx context.Context, r pipeline.Record, e *entity, marked 
 			s.forbidden = err.Error()
 			s.mu.Unlock()
 		}
-		if marked {
+		switch {
+		case marked && e.path == "":
+			// F&O refused it: a restart must not take it for one in doubt.
+			if nerr := s.tracker.NotSent(ctx, r); nerr != nil {
+				s.log.Warn().Err(nerr).Uint64(logging.FieldSeq, r.Seq).Msg("clear in-flight marker")
+			}
+		case marked:
 			s.tracker.Settled(r)
 		}
 	case marked && e.path == "":
