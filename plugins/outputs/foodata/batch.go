@@ -284,6 +284,21 @@ func (s *Sink) round(ctx context.Context, sets [][]*item, blocked map[string]boo
 				break
 			}
 		}
+		if failed.Status == 0 {
+			// Fewer answers than operations, none failed: whether the
+			// changeset was applied is unknown.
+			derr := &d365.Error{Op: "POST /data/$batch", Status: resp.Status, InDoubt: true, Err: d365.ErrInDoubt,
+				Message: fmt.Sprintf("changeset %d: %d answers for %d operations", ci+1, len(answers), len(set))}
+			for _, it := range set {
+				it.err = derr
+				if it.e.path == "" && s.cfg.InDoubt == "hold" {
+					it.done, it.err = true, s.hold(ctx, it.r, derr.Error())
+				}
+			}
+			stop = true
+			firstErr = firstOf(firstErr, derr)
+			continue
+		}
 		var culprit *item
 		if it, found := byID[failed.ContentID]; found {
 			culprit = it
