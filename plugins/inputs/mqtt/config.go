@@ -71,10 +71,11 @@ type ClientTLS struct {
 	// CAFile holds the PEM certificates that sign the broker's certificate;
 	// empty uses the system roots.
 	CAFile string `yaml:"ca_file"`
-	// CertFile and KeyFile are the PEM client certificate and key, for
-	// brokers that require client certificates.
+	// CertFile is the PEM client certificate, for brokers that require
+	// client certificates.
 	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	// KeyFile is the PEM key of CertFile.
+	KeyFile string `yaml:"key_file"`
 	// ServerName overrides the name checked in the broker's certificate.
 	ServerName string `yaml:"server_name"`
 	// InsecureSkipVerify accepts any broker certificate. Tests only: it
@@ -102,9 +103,10 @@ type Embedded struct {
 
 // ServerTLS is the embedded broker's TLS setup.
 type ServerTLS struct {
-	// CertFile and KeyFile are the broker's PEM certificate and key.
+	// CertFile is the broker's PEM certificate (chain).
 	CertFile string `yaml:"cert_file" required:"true"`
-	KeyFile  string `yaml:"key_file" required:"true"`
+	// KeyFile is the PEM key of CertFile.
+	KeyFile string `yaml:"key_file" required:"true"`
 	// ClientCAFile, when set, requires every client to present a
 	// certificate signed by one of its PEM certificates.
 	ClientCAFile string `yaml:"client_ca_file"`
@@ -112,7 +114,9 @@ type ServerTLS struct {
 
 // User is one account of the embedded broker.
 type User struct {
-	Username string         `yaml:"username" required:"true"`
+	// Username identifies the account in CONNECT.
+	Username string `yaml:"username" required:"true"`
+	// Password is compared in constant time; a secret reference.
 	Password logging.Secret `yaml:"password" required:"true"`
 	// Allow lists the topic filters the user may publish and subscribe to.
 	Allow ACL `yaml:"allow"`
@@ -120,13 +124,16 @@ type User struct {
 
 // ACL lists topic filters.
 type ACL struct {
-	Publish   []string `yaml:"publish"`
+	// Publish lists the filters whose topics the user may publish to.
+	Publish []string `yaml:"publish"`
+	// Subscribe lists the filters the user may subscribe within.
 	Subscribe []string `yaml:"subscribe"`
 }
 
 // Topic is one subscription: a filter and optionally its own QoS. In the
 // config file it is a filter string or a mapping {filter, qos}.
 type Topic struct {
+	// Filter is an MQTT topic filter, possibly $share/<group>/<filter>.
 	Filter string `yaml:"filter"`
 	// QoS overrides the source's qos for this filter when not nil.
 	QoS *int `yaml:"qos"`
