@@ -213,7 +213,7 @@ func testThrottling(t *testing.T, n int) {
 	}
 	d365test.Append(t, st, stream, recs...)
 	d365test.Runner(t, st, stream, s, flow.RunnerConfig{MaxBatch: 10, Parallelism: 8})
-	d365test.Drained(t, st, stream, 60*time.Second)
+	d365test.Drained(t, st, stream, time.Duration(n/60*2+30)*time.Second)
 	got, total := journalLines(t, em)
 	if total != n {
 		t.Errorf("%d lines in F&O, want %d", total, n)
