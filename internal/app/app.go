@@ -19,8 +19,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/plantgate/plantgate/internal/metrics"
 	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/backoff"
@@ -83,7 +82,7 @@ type App struct {
 	cfg   *config.Config
 	flows []*flow.Flow
 	log   zerolog.Logger
-	reg   *prometheus.Registry
+	reg   *metrics.Registry
 	m     *flow.Metrics
 
 	store   *queue.Store
@@ -113,8 +112,8 @@ type componentState struct {
 // New prepares an app from a loaded config. It builds nothing that does
 // I/O; Run does.
 func New(cfg *config.Config, flows []*flow.Flow, log zerolog.Logger) *App {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := metrics.NewRegistry()
+	reg.MustRegister(metrics.NewRuntimeCollector())
 	return &App{cfg: cfg, flows: flows, log: log, reg: reg, m: flow.NewMetrics(reg),
 		sinks: map[string]pipeline.Sink{}, sources: map[string]pipeline.Source{}, components: map[string]*componentState{}}
 }
@@ -169,8 +168,8 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}()
 	a.reg.MustRegister(newQueueCollector(store))
-	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "plantgate_build_info", Help: "Build information.",
-		ConstLabels: prometheus.Labels{"version": buildinfo.Version, "commit": buildinfo.Commit}}, func() float64 { return 1 }))
+	a.reg.MustRegister(metrics.NewGaugeFunc(metrics.GaugeOpts{Name: "plantgate_build_info", Help: "Build information.",
+		ConstLabels: metrics.Labels{"version": buildinfo.Version, "commit": buildinfo.Commit}}, func() float64 { return 1 }))
 	a.reg.MustRegister(newComponentCollector(a))
 	a.router = flow.NewRouter(store, a.flows, logging.Component(a.log, "router", "", ""), a.m)
 	a.startFO()

@@ -14,11 +14,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/plantgate/plantgate/internal/buildinfo"
 	"github.com/plantgate/plantgate/internal/flow"
 	"github.com/plantgate/plantgate/internal/logging"
+	"github.com/plantgate/plantgate/internal/metrics"
 	"github.com/plantgate/plantgate/internal/pipeline"
 	"github.com/plantgate/plantgate/internal/queue"
 )
@@ -49,7 +48,7 @@ func (a *App) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, MaxRequestsInFlight: 4}))
+	mux.Handle("GET /metrics", metrics.Handler(a.reg, metrics.HandlerOpts{MaxRequestsInFlight: 4}))
 	mux.HandleFunc("GET /api/v1/status", a.statusJSON)
 	mux.HandleFunc("GET /{$}", a.statusPage)
 	mux.HandleFunc("GET /api/v1/admin/dead", a.admin(a.adminDead))

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/plantgate/plantgate/internal/metrics"
 	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/logging"
@@ -170,7 +170,7 @@ const (
 type TrackerOptions struct {
 	Log zerolog.Logger
 	// Gauge receives the number of held and parked records (may be nil).
-	Gauge prometheus.Gauge
+	Gauge metrics.Gauge
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// ForgetAfter is how long after a record was last reported delivered

@@ -1,49 +1,49 @@
 package d365
 
-import "github.com/prometheus/client_golang/prometheus"
+import "github.com/plantgate/plantgate/internal/metrics"
 
 // Metrics are the plantgate_fo_* collectors, shared by all F&O
 // environments and sinks of one gateway (labelled by env and sink).
 type Metrics struct {
 	// Requests counts answered and failed requests by env, op and status
 	// ("0" when no answer arrived).
-	Requests *prometheus.CounterVec
+	Requests *metrics.CounterVec
 	// Throttled counts 429 answers (including $batch parts) by env.
-	Throttled *prometheus.CounterVec
+	Throttled *metrics.CounterVec
 	// RequestSeconds observes request durations by env and op.
-	RequestSeconds *prometheus.HistogramVec
+	RequestSeconds *metrics.HistogramVec
 	// LimiterRate is the adaptive limiter's current rate by env.
-	LimiterRate *prometheus.GaugeVec
+	LimiterRate *metrics.GaugeVec
 	// BreakerState is 0 closed, 1 open, 2 half-open, by env.
-	BreakerState *prometheus.GaugeVec
+	BreakerState *metrics.GaugeVec
 	// TokenRefreshes counts token requests by env and result.
-	TokenRefreshes *prometheus.CounterVec
+	TokenRefreshes *metrics.CounterVec
 	// InDoubt is the number of records in doubt (held or awaiting
 	// verification) by sink.
-	InDoubt *prometheus.GaugeVec
+	InDoubt *metrics.GaugeVec
 }
 
 // NewMetrics registers the collectors on reg (nil: unregistered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+func NewMetrics(reg metrics.Registerer) *Metrics {
 	m := &Metrics{
-		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_fo_requests_total",
+		Requests: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_fo_requests_total",
 			Help: "Requests to F&O by environment, operation and HTTP status (0: no answer)."}, []string{"env", "op", "status"}),
-		Throttled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_fo_throttled_total",
+		Throttled: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_fo_throttled_total",
 			Help: "Requests and $batch parts F&O answered 429 Too Many Requests."}, []string{"env"}),
-		RequestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "plantgate_fo_request_duration_seconds",
+		RequestSeconds: metrics.NewHistogramVec(metrics.HistogramOpts{Name: "plantgate_fo_request_duration_seconds",
 			Help:    "Duration of requests to F&O, without the wait for the limiter.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"env", "op"}),
-		LimiterRate: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "plantgate_fo_limiter_rate_requests_per_second",
+		LimiterRate: metrics.NewGaugeVec(metrics.GaugeOpts{Name: "plantgate_fo_limiter_rate_requests_per_second",
 			Help: "Current rate of the adaptive request limiter of each F&O environment."}, []string{"env"}),
-		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "plantgate_fo_breaker_state",
+		BreakerState: metrics.NewGaugeVec(metrics.GaugeOpts{Name: "plantgate_fo_breaker_state",
 			Help: "Circuit breaker of each F&O environment: 0 closed, 1 open, 2 half-open."}, []string{"env"}),
-		TokenRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_fo_token_refreshes_total",
+		TokenRefreshes: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_fo_token_refreshes_total",
 			Help: "Access tokens obtained (result ok) or refused (result error), by reason: initial, expiry, unauthorized."}, []string{"env", "reason", "result"}),
-		InDoubt: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "plantgate_fo_in_doubt_records",
+		InDoubt: metrics.NewGaugeVec(metrics.GaugeOpts{Name: "plantgate_fo_in_doubt_records",
 			Help: "Records whose delivery is in doubt: held for an operator, or awaiting verification."}, []string{"sink"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.Requests, m.Throttled, m.RequestSeconds, m.LimiterRate, m.BreakerState, m.TokenRefreshes, m.InDoubt} {
+		for _, c := range []metrics.Collector{m.Requests, m.Throttled, m.RequestSeconds, m.LimiterRate, m.BreakerState, m.TokenRefreshes, m.InDoubt} {
 			reg.MustRegister(c)
 		}
 	}

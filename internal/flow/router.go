@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/expr-lang/expr/vm"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/plantgate/plantgate/internal/metrics"
 	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/logging"
@@ -32,31 +32,31 @@ var _ pipeline.StateEmitter = (*emitter)(nil)
 
 // Metrics are the engine's Prometheus collectors.
 type Metrics struct {
-	Messages     *prometheus.CounterVec
-	Unmatched    *prometheus.CounterVec
-	Duplicates   *prometheus.CounterVec
-	Appended     *prometheus.CounterVec
-	DeadLettered *prometheus.CounterVec
-	Delivered    *prometheus.CounterVec
-	Retries      *prometheus.CounterVec
-	WriteSeconds *prometheus.HistogramVec
+	Messages     *metrics.CounterVec
+	Unmatched    *metrics.CounterVec
+	Duplicates   *metrics.CounterVec
+	Appended     *metrics.CounterVec
+	DeadLettered *metrics.CounterVec
+	Delivered    *metrics.CounterVec
+	Retries      *metrics.CounterVec
+	WriteSeconds *metrics.HistogramVec
 }
 
 // NewMetrics registers the engine's collectors on reg (nil: unregistered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+func NewMetrics(reg metrics.Registerer) *Metrics {
 	m := &Metrics{
-		Messages:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_source_messages_total", Help: "Messages emitted by each source."}, []string{"source"}),
-		Unmatched:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_source_unmatched_total", Help: "Messages no flow matched."}, []string{"source"}),
-		Duplicates:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_queue_duplicates_total", Help: "Records dropped because their id was seen within the dedup window."}, []string{"stream"}),
-		Appended:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_queue_appended_total", Help: "Records appended to each stream."}, []string{"stream"}),
-		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_dead_lettered_total", Help: "Records and messages dead-lettered."}, []string{"stream"}),
-		Delivered:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_sink_delivered_total", Help: "Records delivered and acked."}, []string{"stream"}),
-		Retries:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_sink_retries_total", Help: "Write attempts that will be retried, by cause."}, []string{"stream", "cause"}),
-		WriteSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "plantgate_sink_write_duration_seconds", Help: "Duration of sink writes.",
+		Messages:     metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_source_messages_total", Help: "Messages emitted by each source."}, []string{"source"}),
+		Unmatched:    metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_source_unmatched_total", Help: "Messages no flow matched."}, []string{"source"}),
+		Duplicates:   metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_queue_duplicates_total", Help: "Records dropped because their id was seen within the dedup window."}, []string{"stream"}),
+		Appended:     metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_queue_appended_total", Help: "Records appended to each stream."}, []string{"stream"}),
+		DeadLettered: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_dead_lettered_total", Help: "Records and messages dead-lettered."}, []string{"stream"}),
+		Delivered:    metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_sink_delivered_total", Help: "Records delivered and acked."}, []string{"stream"}),
+		Retries:      metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_sink_retries_total", Help: "Write attempts that will be retried, by cause."}, []string{"stream", "cause"}),
+		WriteSeconds: metrics.NewHistogramVec(metrics.HistogramOpts{Name: "plantgate_sink_write_duration_seconds", Help: "Duration of sink writes.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"stream"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.Messages, m.Unmatched, m.Duplicates, m.Appended, m.DeadLettered, m.Delivered, m.Retries, m.WriteSeconds} {
+		for _, c := range []metrics.Collector{m.Messages, m.Unmatched, m.Duplicates, m.Appended, m.DeadLettered, m.Delivered, m.Retries, m.WriteSeconds} {
 			reg.MustRegister(c)
 		}
 	}

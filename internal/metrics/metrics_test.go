@@ -12,7 +12,9 @@ import (
 type failing struct{ d *Desc }
 
 func (f failing) Describe(ch chan<- *Desc) { ch <- f.d }
-func (f failing) Collect(ch chan<- Metric) { ch <- NewInvalidMetric(f.d, errors.New("queue stats: closed")) }
+func (f failing) Collect(ch chan<- Metric) {
+	ch <- NewInvalidMetric(f.d, errors.New("queue stats: closed"))
+}
 
 func TestExposition(t *testing.T) {
 	r := NewRegistry()

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/plantgate/plantgate/internal/metrics"
 	"github.com/rs/zerolog"
 )
 
@@ -113,7 +113,7 @@ type Env struct {
 	// Log is pre-tagged with component, plugin and instance.
 	Log zerolog.Logger
 	// Metrics registers the plugin's collectors on the gateway's registry.
-	Metrics prometheus.Registerer
+	Metrics metrics.Registerer
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 	// State is the plugin's durable named state in the queue file; nil

@@ -42,7 +42,7 @@ type Source struct {
 	name    string
 	log     zerolog.Logger
 	dec     *decoder
-	m       *metrics
+	m       *sourceMetrics
 	now     func() time.Time
 	recent  *recent
 	tls     *tls.Config // client mode: the broker connection; embedded: the listener
