@@ -93,6 +93,9 @@ type App struct {
 	runners []*flow.Runner
 	started time.Time
 
+	// probeInterval is how often components' probes run (default 5s).
+	probeInterval time.Duration
+
 	mu         sync.Mutex
 	components map[string]*componentState
 	ready      bool
@@ -115,7 +118,8 @@ func New(cfg *config.Config, flows []*flow.Flow, log zerolog.Logger) *App {
 	reg := metrics.NewRegistry()
 	reg.MustRegister(metrics.NewRuntimeCollector())
 	return &App{cfg: cfg, flows: flows, log: log, reg: reg, m: flow.NewMetrics(reg),
-		sinks: map[string]pipeline.Sink{}, sources: map[string]pipeline.Source{}, components: map[string]*componentState{}}
+		sinks: map[string]pipeline.Sink{}, sources: map[string]pipeline.Source{}, components: map[string]*componentState{},
+		probeInterval: 5 * time.Second}
 }
 
 // HTTPAddr returns the address the HTTP server listens on, once started.
@@ -240,6 +244,10 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	defer a.closeAll("source", a.sources)
 
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	defer stopProbes()
+	go a.probeLoop(probeCtx, a.probeInterval)
+
 	srv, err := a.startHTTP()
 	if err != nil {
 		stopSources()
@@ -306,6 +314,34 @@ func (a *App) probe(ctx context.Context, kind, name string, pc *config.Plugin, p
 	}
 	a.log.Warn().Err(err).Str(logging.FieldInstance, name).Msg("startup probe failed; continuing")
 	return nil
+}
+
+// probeLoop asks every component that can tell (pipeline.Prober) whether
+// its peer is reachable, every interval, so /readyz, the status page and
+// plantgate_component_up follow outages while the gateway runs.
+func (a *App) probeLoop(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, c := range a.componentList() {
+			p, ok := c.plugin.(pipeline.Prober)
+			if !ok {
+				continue
+			}
+			pctx, cancel := context.WithTimeout(ctx, interval)
+			err := p.Probe(pctx)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			a.setComponent(c.Kind, c.Name, c.Type, err == nil, err, nil)
+		}
+	}
 }
 
 // runSource runs a source, restarting it with backoff when it fails.

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,7 +20,9 @@ import (
 	"github.com/plantgate/plantgate/internal/backoff"
 	"github.com/plantgate/plantgate/internal/config"
 	"github.com/plantgate/plantgate/internal/flow"
+	"github.com/plantgate/plantgate/internal/pipeline"
 	_ "github.com/plantgate/plantgate/plugins/all"
+	"github.com/plantgate/plantgate/plugins/outputs"
 )
 
 const testConfig = `
@@ -245,3 +249,53 @@ func TestPatternAdvice(t *testing.T) {
 }
 
 var _ = flow.StreamName
+
+// probeSink is a sink whose peer goes away and comes back.
+type probeSink struct{ down atomic.Bool }
+
+func (p *probeSink) Write(context.Context, []pipeline.Record) error { return nil }
+func (p *probeSink) Probe(context.Context) error {
+	if p.down.Load() {
+		return errors.New("connect to F&O: connection refused")
+	}
+	return nil
+}
+
+var theProbeSink = &probeSink{}
+
+func init() {
+	outputs.Add(pipeline.SinkFactory{Type: "test.probe", NewConfig: func() any { return &struct{}{} },
+		New: func(any, pipeline.Env) (pipeline.Sink, error) { return theProbeSink, nil }})
+}
+
+func TestReadinessFollowsProbes(t *testing.T) {
+	dir := t.TempDir()
+	appendLines(t, filepath.Join(dir, "in.jsonl"), `{"type":"other"}`)
+	body := strings.Replace(fmt.Sprintf(testConfig, dir), "    type: recorder\n    path: "+dir+"/trace.jsonl\n", "    type: test.probe\n", 1)
+	t.Setenv("PG_TEST_ADMIN_TOKEN", adminToken)
+	cfg, flows, err := func() (*config.Config, []*flow.Flow, error) {
+		p := filepath.Join(dir, "p.yaml")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return LoadConfig(p)
+	}()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := New(cfg, flows, zerolog.Nop())
+	a.probeInterval = 20 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = a.Run(ctx) }()
+	eventually(t, "http", func() bool { return a.HTTPAddr() != nil })
+	url := "http://" + a.HTTPAddr().String() + "/readyz"
+	eventually(t, "ready", func() bool { c, _ := get(t, url, ""); return c == 200 })
+	theProbeSink.down.Store(true)
+	eventually(t, "not ready while the peer is down", func() bool {
+		c, b := get(t, url, "")
+		return c == 503 && strings.Contains(b, "connection refused")
+	})
+	theProbeSink.down.Store(false)
+	eventually(t, "ready again", func() bool { c, _ := get(t, url, ""); return c == 200 })
+}
