@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -107,9 +105,7 @@ type Sink struct {
 
 	sent, held, rejected atomic.Int64
 
-	mu        sync.Mutex
-	forbidden string
-	lastOK    time.Time
+	health d365.Health
 }
 
 // New builds the sink. It resolves the F&O environment and loads the
@@ -241,9 +237,7 @@ func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
 	})
 	if err == nil {
 		s.sent.Add(1)
-		s.mu.Lock()
-		s.forbidden, s.lastOK = "", time.Now()
-		s.mu.Unlock()
+		s.health.Succeeded()
 		if err := s.tracker.Delivered(ctx, r, true); err != nil {
 			// F&O has the message; the marker still says "sending", so a
 			// restart before the ack holds it rather than resend it.
@@ -259,11 +253,7 @@ func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
 		return err // the marker stays: the next attempt resends it
 	case pipeline.IsPermanent(err):
 		s.rejected.Add(1)
-		if d365.IsForbidden(err) {
-			s.mu.Lock()
-			s.forbidden = err.Error()
-			s.mu.Unlock()
-		}
+		s.health.Failed(err)
 		if marked {
 			// F&O refused it: a restart must not take it for one in doubt.
 			if nerr := s.tracker.NotSent(ctx, r); nerr != nil {
@@ -291,38 +281,19 @@ func (s *Sink) hold(ctx context.Context, r pipeline.Record, cause string) error 
 // Probe reports whether F&O and its identity platform are reachable, and
 // not-ready after F&O answered 403 until a later message succeeds.
 func (s *Sink) Probe(ctx context.Context) error {
-	s.mu.Lock()
-	forbidden := s.forbidden
-	s.mu.Unlock()
-	if forbidden != "" {
-		return fmt.Errorf("%w: F&O refused the messages (403): %s", pipeline.ErrNotReady, forbidden)
+	if err := s.health.Check("messages"); err != nil {
+		return err
 	}
 	return s.env.Probe(ctx)
 }
 
 // Status implements pipeline.StatusReporter.
 func (s *Sink) Status() map[string]any {
-	held, parked := s.tracker.Counts()
 	st := map[string]any{
 		"env": s.env.Status(), "message_type": s.cfg.MessageType, "in_doubt_policy": s.cfg.InDoubt,
-		"sent": s.sent.Load(), "rejected": s.rejected.Load(), "held": held, "parked": parked,
+		"sent": s.sent.Load(), "rejected": s.rejected.Load(),
 	}
-	s.mu.Lock()
-	if s.forbidden != "" {
-		st["healthy"] = false
-		st["forbidden"] = s.forbidden
-	}
-	if !s.lastOK.IsZero() {
-		st["last_sent_at"] = s.lastOK.UTC()
-	}
-	s.mu.Unlock()
-	if held+parked > 0 {
-		list := s.tracker.Held()
-		if len(list) > 20 {
-			list = list[:20]
-		}
-		st["in_doubt"] = list
-	}
+	s.health.Report(st, "last_sent_at", s.tracker)
 	return st
 }
 

@@ -11,9 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -144,9 +142,7 @@ type Sink struct {
 
 	written, verified, rejected atomic.Int64
 
-	mu        sync.Mutex
-	forbidden string
-	lastOK    time.Time
+	health d365.Health
 }
 
 // New builds the sink; it does no network I/O.
@@ -397,9 +393,7 @@ func (s *Sink) writeOne(ctx context.Context, r pipeline.Record) error {
 func (s *Sink) settle(ctx context.Context, r pipeline.Record, e *entity, marked bool, err error) error {
 	if err == nil {
 		s.written.Add(1)
-		s.mu.Lock()
-		s.forbidden, s.lastOK = "", time.Now()
-		s.mu.Unlock()
+		s.health.Succeeded()
 		if marked {
 			if err := s.tracker.Delivered(ctx, r, e.path == ""); err != nil {
 				s.log.Warn().Err(err).Uint64(logging.FieldSeq, r.Seq).Msg("record delivery in state")
@@ -415,11 +409,7 @@ func (s *Sink) settle(ctx context.Context, r pipeline.Record, e *entity, marked 
 		return err // the marker stays: the next attempt verifies (or resends)
 	case pipeline.IsPermanent(err):
 		s.rejected.Add(1)
-		if d365.IsForbidden(err) {
-			s.mu.Lock()
-			s.forbidden = err.Error()
-			s.mu.Unlock()
-		}
+		s.health.Failed(err)
 		switch {
 		case marked && e.path == "":
 			// F&O refused it: a restart must not take it for one in doubt.
@@ -451,11 +441,8 @@ func (s *Sink) hold(ctx context.Context, r pipeline.Record, cause string) error 
 // answers (GET <set>?$top=1), and not-ready after a 403 until a later
 // write succeeds.
 func (s *Sink) Probe(ctx context.Context) error {
-	s.mu.Lock()
-	forbidden := s.forbidden
-	s.mu.Unlock()
-	if forbidden != "" {
-		return fmt.Errorf("%w: F&O refused the writes (403): %s", pipeline.ErrNotReady, forbidden)
+	if err := s.health.Check("writes"); err != nil {
+		return err
 	}
 	if err := s.env.Probe(ctx); err != nil {
 		return err
@@ -469,28 +456,11 @@ func (s *Sink) Probe(ctx context.Context) error {
 
 // Status implements pipeline.StatusReporter.
 func (s *Sink) Status() map[string]any {
-	held, parked := s.tracker.Counts()
 	st := map[string]any{
 		"env": s.env.Status(), "entity": s.cfg.Entity, "mode": s.cfg.Mode, "batch": s.cfg.Batch.Enabled,
 		"written": s.written.Load(), "verified_after_doubt": s.verified.Load(), "rejected": s.rejected.Load(),
-		"held": held, "parked": parked,
 	}
-	s.mu.Lock()
-	if s.forbidden != "" {
-		st["healthy"] = false
-		st["forbidden"] = s.forbidden
-	}
-	if !s.lastOK.IsZero() {
-		st["last_written_at"] = s.lastOK.UTC()
-	}
-	s.mu.Unlock()
-	if held+parked > 0 {
-		list := s.tracker.Held()
-		if len(list) > 20 {
-			list = list[:20]
-		}
-		st["in_doubt"] = list
-	}
+	s.health.Report(st, "last_written_at", s.tracker)
 	return st
 }
 
