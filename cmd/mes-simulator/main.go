@@ -82,7 +82,7 @@ func run(args []string, out io.Writer) error {
 		SetConnectRetryInterval(time.Second)
 	c := mqtt.NewClient(opts)
 	if t := c.Connect(); !t.WaitTimeout(30*time.Second) || t.Error() != nil {
-		return fmt.Errorf("connect to %s: %v", *broker, t.Error())
+		return fmt.Errorf("connect to %s: %w", *broker, t.Error())
 	}
 	defer c.Disconnect(250)
 	fmt.Fprintf(out, "mes-simulator: %d production orders, publishing to %s/{started,finished} on %s\n", len(orders), *prefix, *broker)
@@ -92,7 +92,7 @@ func run(args []string, out io.Writer) error {
 		b, _ := json.Marshal(msg)
 		t := c.Publish(topic, 1, false, b)
 		if !t.WaitTimeout(30*time.Second) || t.Error() != nil {
-			return fmt.Errorf("publish %s: %v", topic, t.Error())
+			return fmt.Errorf("publish %s: %w", topic, t.Error())
 		}
 		fmt.Fprintf(out, "published %s %s\n", topic, b)
 		return nil

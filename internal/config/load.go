@@ -334,10 +334,9 @@ func (d *decoder) plugin(sink bool, key, val *yaml.Node, path string) *Plugin {
 	if tn, leave := d.enter(typeNode, path+".type"); tn != nil {
 		if tn.Kind == yaml.ScalarNode && !isNull(tn) {
 			typ := tn.Value
-			switch {
-			case cfgFn == nil:
+			if cfgFn == nil {
 				p.Settings = map[string]any{}
-			default:
+			} else {
 				cfg, ok := cfgFn(typ)
 				if !ok {
 					var list string

@@ -44,7 +44,7 @@ func ParseDuration(s string) (Duration, error) {
 			i++
 		}
 		j := i
-		for j < len(rest) && !(rest[j] >= '0' && rest[j] <= '9' || rest[j] == '.') {
+		for j < len(rest) && (rest[j] < '0' || rest[j] > '9') && rest[j] != '.' {
 			j++
 		}
 		num, unit := rest[:i], rest[i:j]

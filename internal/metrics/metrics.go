@@ -228,7 +228,6 @@ func (r *Registry) Count(names ...string) (int, error) {
 
 type family struct {
 	desc    *Desc
-	typ     string
 	metrics []Metric
 }
 
