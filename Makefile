@@ -3,6 +3,8 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# Debian versions must start with a digit: untagged builds become 0.0.0~git<hash>.
+PKG_VERSION ?= $(shell echo "$(VERSION)" | sed -E 's/^v//; /^[0-9]+\./!s/^/0.0.0~git/')
 PKG      = github.com/plantgate/plantgate
 LDFLAGS  = -s -w -X $(PKG)/internal/buildinfo.Version=$(VERSION) -X $(PKG)/internal/buildinfo.Commit=$(COMMIT) -X $(PKG)/internal/buildinfo.Date=$(DATE)
 GOBUILD  = CGO_ENABLED=0 go build -trimpath -mod=readonly -ldflags "$(LDFLAGS)"
@@ -73,7 +75,7 @@ tidy-check: ## go.mod and go.sum are tidy
 package: build ## build the .deb with nfpm
 	@test -x $(GOBIN_TOOLS)/nfpm || GOBIN=$(GOBIN_TOOLS) go install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 	@mkdir -p dist
-	VERSION=$(VERSION) $(GOBIN_TOOLS)/nfpm pkg -f packaging/nfpm.yaml -p deb -t dist/
+	VERSION=$(PKG_VERSION) $(GOBIN_TOOLS)/nfpm pkg -f packaging/nfpm.yaml -p deb -t dist/
 	dpkg-deb -c dist/*.deb
 
 demo: ## run fo-emulator, plantgate and the MES simulator together (Ctrl-C stops)
