@@ -286,8 +286,29 @@ func (a *App) Run(ctx context.Context) error {
 	return runErr
 }
 
+// FlowsOf returns the flows connected to a source or sink of cfg, in file
+// order: what pipeline.Env.Flows holds for that plugin.
+func FlowsOf(cfg *config.Config, kind, name string) []pipeline.FlowInfo {
+	var out []pipeline.FlowInfo
+	for _, fn := range cfg.FlowOrder {
+		f := cfg.Flows[fn]
+		if kind == "source" && f.From == name {
+			out = append(out, pipeline.FlowInfo{Name: fn, Urgent: f.Expect.Urgent})
+		}
+		if kind == "sink" {
+			for _, to := range f.To {
+				if to == name {
+					out = append(out, pipeline.FlowInfo{Name: fn, Stream: flow.StreamName(fn, name), Urgent: f.Expect.Urgent})
+				}
+			}
+		}
+	}
+	return out
+}
+
 func (a *App) env(kind, name, typ, scope string) pipeline.Env {
 	return pipeline.Env{
+		Flows:   FlowsOf(a.cfg, kind, name),
 		Name:    name,
 		Log:     logging.Component(a.log, kind, typ, name),
 		Metrics: a.reg,

@@ -119,9 +119,32 @@ type Env struct {
 	// State is the plugin's durable named state in the queue file; nil
 	// where no queue is open (check-config).
 	State StateStore
+	// Flows are the flows connected to the plugin: for a sink those that
+	// route to it, for a source those that read from it.
+	Flows []FlowInfo
 	// Resolve gives access to shared gateway objects (an F&O environment's
 	// client and limiter) by name; nil when none.
 	Resolve func(kind, name string) (any, error)
+}
+
+// FlowInfo describes a flow connected to a plugin.
+type FlowInfo struct {
+	// Name is the flow's name; Stream its queue stream to the sink
+	// ("flow.sink"), empty for a source.
+	Name, Stream string
+	// Urgent is the flow's expect.urgent: its records should go first.
+	Urgent bool
+}
+
+// UrgentStreams returns the streams of the urgent flows among flows.
+func UrgentStreams(flows []FlowInfo) map[string]bool {
+	out := map[string]bool{}
+	for _, f := range flows {
+		if f.Urgent {
+			out[f.Stream] = true
+		}
+	}
+	return out
 }
 
 // StateStore is a plugin's small durable state, kept in the queue file.

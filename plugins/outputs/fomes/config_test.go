@@ -29,14 +29,17 @@ sinks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Sink{cfg: *cfg.Sinks["mes"].Settings.(*Config), prio: d365.PriorityNormal}
+	// The gateway hands each sink the flows routed to it (app.FlowsOf).
+	s := &Sink{cfg: *cfg.Sinks["mes"].Settings.(*Config), prio: d365.PriorityNormal,
+		urgent: pipeline.UrgentStreams(app.FlowsOf(cfg, "sink", "mes"))}
 	if p := s.priority(pipeline.Record{Stream: "urgent.mes"}); p != d365.PriorityHigh {
 		t.Errorf("urgent flow: priority %v, want high", p)
 	}
 	if p := s.priority(pipeline.Record{Stream: "routine.mes"}); p != d365.PriorityNormal {
 		t.Errorf("routine flow: priority %v, want normal", p)
 	}
-	low := &Sink{cfg: *cfg.Sinks["mes-low"].Settings.(*Config), prio: d365.PriorityLow}
+	low := &Sink{cfg: *cfg.Sinks["mes-low"].Settings.(*Config), prio: d365.PriorityLow,
+		urgent: pipeline.UrgentStreams(app.FlowsOf(cfg, "sink", "mes-low"))}
 	if p := low.priority(pipeline.Record{Stream: "urgent.mes-low"}); p != d365.PriorityLow {
 		t.Errorf("sink priority low: %v", p)
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/plantgate/plantgate/internal/config"
 	"github.com/plantgate/plantgate/internal/d365"
 	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/pipeline"
@@ -59,28 +58,6 @@ type Config struct {
 	// AllowUnknownFields passes fields that are not documented for the
 	// message type (customisations) instead of dead-lettering the record.
 	AllowUnknownFields bool `yaml:"allow_unknown_fields"`
-
-	// urgent streams (flow.sink) of this sink, from ValidateConfig.
-	urgent map[string]bool
-}
-
-// ValidateConfig notes which flows routed to this sink are urgent, for
-// their priority in the limiter.
-func (c *Config) ValidateConfig(cfg *config.Config) []error {
-	c.urgent = map[string]bool{}
-	for name, p := range cfg.Sinks {
-		if p.Settings != c {
-			continue
-		}
-		for fname, f := range cfg.Flows {
-			for _, to := range f.To {
-				if to == name && f.Expect.Urgent {
-					c.urgent[fname+"."+name] = true
-				}
-			}
-		}
-	}
-	return nil
 }
 
 func init() {
@@ -100,6 +77,7 @@ type Sink struct {
 	env     *d365.Env
 	mt      messageType
 	prio    d365.Priority
+	urgent  map[string]bool // streams of urgent flows
 	tracker *d365.Tracker
 	log     zerolog.Logger
 
@@ -132,14 +110,14 @@ func New(cfg *Config, env pipeline.Env) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sink{cfg: *cfg, name: env.Name, env: fe, mt: mt, prio: prio, tracker: tr, log: env.Log}, nil
+	return &Sink{cfg: *cfg, name: env.Name, env: fe, mt: mt, prio: prio, urgent: pipeline.UrgentStreams(env.Flows), tracker: tr, log: env.Log}, nil
 }
 
 // Tracker returns the sink's in-doubt bookkeeping.
 func (s *Sink) Tracker() *d365.Tracker { return s.tracker }
 
 func (s *Sink) priority(r pipeline.Record) d365.Priority {
-	if s.cfg.Priority == "" && s.cfg.urgent[r.Stream] {
+	if s.cfg.Priority == "" && s.urgent[r.Stream] {
 		return d365.PriorityHigh
 	}
 	return s.prio
@@ -308,5 +286,4 @@ var (
 	_ pipeline.Closer         = (*Sink)(nil)
 	_ pipeline.Prober         = (*Sink)(nil)
 	_ pipeline.StatusReporter = (*Sink)(nil)
-	_ config.ConfigValidator  = (*Config)(nil)
 )

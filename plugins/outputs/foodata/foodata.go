@@ -15,7 +15,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/plantgate/plantgate/internal/config"
 	"github.com/plantgate/plantgate/internal/d365"
 	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/pipeline"
@@ -66,8 +65,6 @@ type Config struct {
 	// Priority orders this sink's requests in the environment's limiter:
 	// high, normal or low. Empty: high for urgent flows, else normal.
 	Priority string `yaml:"priority" enum:"high,normal,low"`
-
-	urgent map[string]bool
 }
 
 // Batch configures $batch mode.
@@ -101,24 +98,6 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ValidateConfig notes which flows routed to this sink are urgent.
-func (c *Config) ValidateConfig(cfg *config.Config) []error {
-	c.urgent = map[string]bool{}
-	for name, p := range cfg.Sinks {
-		if p.Settings != c {
-			continue
-		}
-		for fname, f := range cfg.Flows {
-			for _, to := range f.To {
-				if to == name && f.Expect.Urgent {
-					c.urgent[fname+"."+name] = true
-				}
-			}
-		}
-	}
-	return nil
-}
-
 func init() {
 	outputs.Add(pipeline.SinkFactory{
 		Type: Type,
@@ -137,6 +116,7 @@ type Sink struct {
 	name    string
 	env     *d365.Env
 	prio    d365.Priority
+	urgent  map[string]bool // streams of urgent flows
 	tracker *d365.Tracker
 	log     zerolog.Logger
 
@@ -167,14 +147,14 @@ func New(cfg *Config, env pipeline.Env) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sink{cfg: *cfg, name: env.Name, env: fe, prio: prio, tracker: tr, log: env.Log}, nil
+	return &Sink{cfg: *cfg, name: env.Name, env: fe, prio: prio, urgent: pipeline.UrgentStreams(env.Flows), tracker: tr, log: env.Log}, nil
 }
 
 // Tracker returns the sink's in-doubt bookkeeping.
 func (s *Sink) Tracker() *d365.Tracker { return s.tracker }
 
 func (s *Sink) priority(r pipeline.Record) d365.Priority {
-	if s.cfg.Priority == "" && s.cfg.urgent[r.Stream] {
+	if s.cfg.Priority == "" && s.urgent[r.Stream] {
 		return d365.PriorityHigh
 	}
 	return s.prio
@@ -475,6 +455,4 @@ var (
 	_ pipeline.Closer         = (*Sink)(nil)
 	_ pipeline.Prober         = (*Sink)(nil)
 	_ pipeline.StatusReporter = (*Sink)(nil)
-	_ config.Validator        = (*Config)(nil)
-	_ config.ConfigValidator  = (*Config)(nil)
 )
