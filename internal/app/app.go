@@ -176,6 +176,11 @@ func (a *App) Run(ctx context.Context) error {
 		ConstLabels: metrics.Labels{"version": buildinfo.Version, "commit": buildinfo.Commit}}, func() float64 { return 1 }))
 	a.reg.MustRegister(newComponentCollector(a))
 	a.router = flow.NewRouter(store, a.flows, logging.Component(a.log, "router", "", ""), a.m)
+	for name, pc := range a.cfg.Sources {
+		if pc.Source.Unmatched == "dead_letter" {
+			a.router.KeepUnmatched(name)
+		}
+	}
 	a.startFO()
 	defer a.stopFO()
 

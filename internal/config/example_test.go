@@ -62,7 +62,7 @@ flows:
 	// /var/log/mes.jsonl json 2GiB [REDACTED]
 	// payload.order at plantgate.yaml:9:38
 	// plantgate.yaml:4:3: sources.mes: missing required key "path"
-	// plantgate.yaml:4:21: sources.mes.colour: unknown key "colour" (valid: type, startup, path, format)
+	// plantgate.yaml:4:21: sources.mes.colour: unknown key "colour" (valid: type, startup, unmatched, path, format)
 	// plantgate.yaml:8:15: flows.all.from: source "mqtt" is not defined (defined: mes)
 	// true
 }

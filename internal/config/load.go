@@ -294,7 +294,7 @@ func (d *decoder) named(n *yaml.Node, path, what string, fn func(name string, ke
 
 // commonKeys are the plugin keys the loader handles itself.
 var (
-	sourceKeys = []string{"type", "startup"}
+	sourceKeys = []string{"type", "startup", "unmatched"}
 	sinkKeys   = []string{"type", "startup", "max_batch", "parallelism", "retry"}
 )
 
@@ -309,6 +309,8 @@ func (d *decoder) plugin(sink bool, key, val *yaml.Node, path string) *Plugin {
 	targets := []reflect.Value{reflect.ValueOf(p).Elem()}
 	if sink {
 		targets = append(targets, reflect.ValueOf(&p.Runner).Elem())
+	} else {
+		targets = append(targets, reflect.ValueOf(&p.Source).Elem())
 	}
 	n, leave := d.enter(val, path)
 	defer leave()

@@ -123,10 +123,21 @@ type Plugin struct {
 
 	// Sink runner settings; ignored for sources (and rejected there).
 	Runner SinkRunner `yaml:"-"`
+	// Source settings the engine handles; rejected on sinks.
+	Source SourceOptions `yaml:"-"`
 
 	// Settings is the plugin's own decoded config struct (a pointer).
 	Settings any `yaml:"-"`
 	Pos      Pos `yaml:"-"`
+}
+
+// SourceOptions holds the keys every source accepts, handled by the flow
+// engine rather than the plugin.
+type SourceOptions struct {
+	// Unmatched is what happens to a message no flow's "when" selects:
+	// count (plantgate_source_unmatched_total) or dead_letter (kept in the
+	// source's dead letters with its raw bytes, for replay after a fix).
+	Unmatched string `yaml:"unmatched" default:"count" enum:"count,dead_letter"`
 }
 
 // SinkRunner holds the keys every sink accepts, handled by the flow engine

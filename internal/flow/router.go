@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/expr-lang/expr/vm"
@@ -71,11 +72,19 @@ type Router struct {
 	log   zerolog.Logger
 	m     *Metrics
 	now   func() time.Time
+	// keepUnmatched lists the sources whose unmatched messages are
+	// dead-lettered rather than only counted.
+	keepUnmatched map[string]bool
 }
+
+// KeepUnmatched makes the router dead-letter the messages of source that no
+// flow selects (reason "no flow matched"), instead of only counting them.
+// Call it before the sources run.
+func (r *Router) KeepUnmatched(source string) { r.keepUnmatched[source] = true }
 
 // NewRouter builds a router for flows over q.
 func NewRouter(q Queue, flows []*Flow, log zerolog.Logger, m *Metrics) *Router {
-	r := &Router{q: q, flows: map[string][]*Flow{}, log: log, m: m, now: time.Now}
+	r := &Router{q: q, flows: map[string][]*Flow{}, log: log, m: m, now: time.Now, keepUnmatched: map[string]bool{}}
 	if r.m == nil {
 		r.m = NewMetrics(nil)
 	}
@@ -158,6 +167,10 @@ func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Messa
 		}
 		if len(es) == 0 && len(errs) == 0 {
 			unmatched++
+			if r.keepUnmatched[source] {
+				dead = append(dead, pipeline.Record{Source: source, Time: m.Time, Raw: m.Raw, Meta: m.Meta})
+				reasons = append(reasons, unmatchedReason(r.flows[source], m.Meta))
+			}
 		}
 		entries = append(entries, es...)
 	}
@@ -192,6 +205,21 @@ func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Messa
 		}
 	}
 	return nil
+}
+
+func unmatchedReason(flows []*Flow, meta map[string]any) string {
+	names := make([]string, len(flows))
+	for i, f := range flows {
+		names[i] = f.Name
+	}
+	why := "no flow matched"
+	if t, ok := meta["topic"].(string); ok {
+		why += fmt.Sprintf(" (topic %q)", t)
+	}
+	if len(names) == 0 {
+		return why + "; no flow reads this source"
+	}
+	return why + "; flows of this source: " + strings.Join(names, ", ")
 }
 
 // apply evaluates the flow for one message: ok is false when "when" did not match.
