@@ -229,6 +229,7 @@ func (a *App) Run(ctx context.Context) error {
 
 	// Sources.
 	srcCtx, stopSources := context.WithCancel(ctx)
+	defer stopSources()
 	var sourcesWG sync.WaitGroup
 	fatal := make(chan error, len(a.cfg.SourceOrder))
 	for _, name := range a.cfg.SourceOrder {
@@ -248,6 +249,22 @@ func (a *App) Run(ctx context.Context) error {
 		}()
 	}
 	defer a.closeAll("source", a.sources)
+
+	// Replayed dead letters of each source go through its flows again.
+	for _, name := range a.cfg.SourceOrder {
+		dec, _ := a.sources[name].(pipeline.Redecoder)
+		stream := flow.SourceDeadStream(name)
+		r := flow.NewRunner(flow.RunnerConfig{Stream: stream, MaxBatch: 500, Parallelism: 1, DrainTimeout: a.cfg.Gateway.DrainTimeout.D(),
+			Retry: backoff.Policy{Initial: time.Second, Max: time.Minute}},
+			store, flow.NewReplaySink(a.router, name, dec), logging.Component(a.log, "replay", "", name), a.m)
+		runnersWG.Add(1)
+		go func() {
+			defer runnersWG.Done()
+			if err := r.Run(runCtx); err != nil {
+				a.log.Error().Err(err).Str(logging.FieldStream, stream).Msg("replay runner stopped")
+			}
+		}()
+	}
 
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()

@@ -202,3 +202,12 @@ type StateEmitter interface {
 type Batcher interface {
 	Flush(n int, oldest, now time.Time) (flush bool, wait time.Duration)
 }
+
+// Redecoder is implemented by sources that can decode a message's raw bytes
+// again. The gateway uses it to send replayed dead letters of a source
+// (messages that could not be decoded, mapped or matched) through the flows
+// once more, after the config was fixed. Sources without it are decoded as
+// JSON.
+type Redecoder interface {
+	Redecode(raw []byte, meta map[string]any) (payload any, err error)
+}

@@ -251,3 +251,14 @@ var (
 	_ pipeline.Source         = (*File)(nil)
 	_ pipeline.StatusReporter = (*File)(nil)
 )
+
+// Redecode implements pipeline.Redecoder: a replayed line is decoded with
+// the source's current format settings.
+func (f *File) Redecode(raw []byte, _ map[string]any) (any, error) {
+	if len(raw) > f.cfg.MaxLineBytes {
+		return nil, fmt.Errorf("line of %d bytes exceeds max_line_bytes %d", len(raw), f.cfg.MaxLineBytes)
+	}
+	return f.dec.Decode(raw)
+}
+
+var _ pipeline.Redecoder = (*File)(nil)

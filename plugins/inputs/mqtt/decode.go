@@ -159,3 +159,13 @@ func stripShare(f string) string {
 	}
 	return f
 }
+
+// Redecode implements pipeline.Redecoder: a replayed message is decoded
+// with the source's current format settings.
+func (s *Source) Redecode(raw []byte, meta map[string]any) (any, error) {
+	topic, _ := meta[MetaTopic].(string)
+	m := s.dec.message(publish{Topic: topic, Payload: raw})
+	return m.Payload, m.DecodeErr
+}
+
+var _ pipeline.Redecoder = (*Source)(nil)
