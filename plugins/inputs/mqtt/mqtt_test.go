@@ -243,3 +243,20 @@ func TestRecentAndRate(t *testing.T) {
 		t.Fatalf("rate %v", got)
 	}
 }
+
+func TestRedecode(t *testing.T) {
+	c := Config{Format: "csv", CSVHeader: []string{"order", "qty"}}
+	setDefaults(&c)
+	d, err := newDecoder(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Source{cfg: c, dec: d}
+	v, err := s.Redecode([]byte("P1,3"), map[string]any{MetaTopic: "mes/x"})
+	if err != nil || fmt.Sprint(v) != "map[order:P1 qty:3]" {
+		t.Fatalf("Redecode = %v, %v", v, err)
+	}
+	if _, err := s.Redecode([]byte("P1"), nil); err == nil {
+		t.Fatal("a bad line decoded")
+	}
+}
