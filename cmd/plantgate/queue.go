@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -243,5 +242,3 @@ func truncate(b []byte, n int) string {
 	}
 	return string(b[:n]) + "…"
 }
-
-var _ = flag.ContinueOnError

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -448,5 +447,3 @@ func (a *App) closeAll(kind string, m any) {
 		}
 	}
 }
-
-var _ = http.StatusOK

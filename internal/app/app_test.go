@@ -253,8 +253,6 @@ func TestPatternAdvice(t *testing.T) {
 	}
 }
 
-var _ = flow.StreamName
-
 // probeSink is a sink whose peer goes away and comes back.
 type probeSink struct{ down atomic.Bool }
 

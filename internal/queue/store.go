@@ -15,7 +15,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
-	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/pipeline"
 )
 
@@ -673,5 +672,3 @@ func (s *Store) FileSize() int64 {
 	}
 	return fi.Size()
 }
-
-var _ = logging.FieldStream
