@@ -36,7 +36,7 @@ build-all: ## cross-compile plantgate for amd64, arm64 and armv7
 	GOOS=linux GOARCH=arm64 $(GOBUILD) -o dist/plantgate-linux-arm64 ./cmd/plantgate
 	GOOS=linux GOARCH=arm GOARM=7 $(GOBUILD) -o dist/plantgate-linux-armv7 ./cmd/plantgate
 
-tools: ## install the real peers the tests use (mosquitto, Azurite, node-opcua)
+tools: ## install the real peers the tests use (mosquitto, Azurite; node-opcua too, unused until an OPC UA source exists)
 	@scripts/install-test-tools.sh "$(TOOLS)"
 
 test: tools ## all tests with the race detector, against real peers
@@ -54,6 +54,8 @@ bench: tools ## benchmarks and the long crash test; figures go to bench.out
 
 e2e-long: tools ## long soak and fault runs (not part of make test)
 	PLANTGATE_LONG=1 go test -race -count=1 -timeout 60m -run 'Long' ./...
+	PLANTGATE_REQUIRE_LAZYFS=1 go test -count=1 -timeout 30m -run 'PowerCut' ./internal/queue/ -powercut.cuts=200
+	PLANTGATE_LONG=1 PLANTGATE_REQUIRE_LAZYFS=1 go test -count=1 -timeout 40m -run 'PowerCut|MosquittoSIGKILL' ./plugins/inputs/mqtt/ -powercut.cuts=100
 
 fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
 	@scripts/fuzz-all.sh $${FUZZTIME:-30s}

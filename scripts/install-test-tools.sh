@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers plantgate's tests run against:
-#   mosquitto (Debian package), Azurite and node-opcua (npm, into TOOLS/node_modules).
+#   mosquitto (Debian package), Azurite and node-opcua (npm, into TOOLS/node_modules),
+#   LazyFS (built from ../shared/tools/lazyfs into TOOLS/lazyfs).
 # Idempotent: anything already present is left alone.
 set -euo pipefail
 TOOLS=${1:-$(pwd)/.tools}
@@ -26,4 +27,19 @@ if [ ${#npm_pkgs[@]} -gt 0 ]; then
   [ -f "$TOOLS/package.json" ] || echo '{"name":"plantgate-test-tools","private":true}' > "$TOOLS/package.json"
   (cd "$TOOLS" && npm install --no-audit --no-fund --loglevel=error "${npm_pkgs[@]}")
 fi
-echo "install-test-tools: mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), azurite $(cd "$TOOLS" && node -p 'require("azurite/package.json").version'), node-opcua $(cd "$TOOLS" && node -p 'require("node-opcua/package.json").version')"
+# LazyFS (a FUSE file system that drops unsynced writes on command: a
+# simulated power cut) for the power-cut tests, built from the source kept
+# in ../shared/tools/lazyfs beside the repository (build.sh is idempotent).
+root=$(cd "$(dirname "$0")/.." && pwd)
+lazyfs_src="$root/../shared/tools/lazyfs"
+lazyfs_bin="not built"
+if [ -f "$lazyfs_src/build.sh" ]; then
+  if [ ! -x "$TOOLS/lazyfs/lazyfs/build/lazyfs" ]; then
+    echo "install-test-tools: building LazyFS into $TOOLS/lazyfs"
+  fi
+  lazyfs_bin=$(bash "$lazyfs_src/build.sh" "$TOOLS/lazyfs" | tail -1)
+else
+  echo "install-test-tools: $lazyfs_src not found; LazyFS not built (the power-cut tests will skip, or fail under CI)"
+fi
+
+echo "install-test-tools: mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), azurite $(cd "$TOOLS" && node -p 'require("azurite/package.json").version'), node-opcua $(cd "$TOOLS" && node -p 'require("node-opcua/package.json").version'), lazyfs $lazyfs_bin"

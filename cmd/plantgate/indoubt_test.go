@@ -151,16 +151,16 @@ func TestInDoubtReleaseAndDrop(t *testing.T) {
 			seqOf[e.Key] = e.Seq
 		}
 	}
-	if code, _, _ := runCLI("queue", "drop", "-c", cfgPath, "--sink", "mes", "--seq", fmt.Sprint(seqOf["P000102"])); code != exitUsage {
+	if code, _, _ := runCLI("queue", "drop", "-c", cfgPath, "--stream", "mes", "--seq", fmt.Sprint(seqOf["P000102"])); code != exitUsage {
 		t.Errorf("drop without --yes: exit %d, want 2", code)
 	}
-	if code, _, errOut := runCLI("queue", "release", "-c", cfgPath, "--sink", "mes", "--seq", "999"); code != exitFailure || !strings.Contains(errOut, "no record with seq 999") {
+	if code, _, errOut := runCLI("queue", "release", "-c", cfgPath, "--stream", "mes", "--seq", "999"); code != exitFailure || !strings.Contains(errOut, "no record with seq 999") {
 		t.Errorf("release of an unknown seq: %d %s", code, errOut)
 	}
-	if code, out, errOut := runCLI("queue", "release", "-c", cfgPath, "--sink", "mes", "--seq", fmt.Sprint(seqOf["P000101"])); code != exitOK || !strings.Contains(out, "2 records of the key requeued") {
+	if code, out, errOut := runCLI("queue", "release", "-c", cfgPath, "--stream", "mes", "--seq", fmt.Sprint(seqOf["P000101"])); code != exitOK || !strings.Contains(out, "2 records requeued") {
 		t.Fatalf("release: %d %s %s", code, out, errOut)
 	}
-	if code, out, errOut := runCLI("queue", "drop", "-c", cfgPath, "--sink", "mes", "--seq", fmt.Sprint(seqOf["P000102"]), "--yes"); code != exitOK || !strings.Contains(out, "dropped") {
+	if code, out, errOut := runCLI("queue", "drop", "-c", cfgPath, "--stream", "mes", "--seq", fmt.Sprint(seqOf["P000102"]), "--yes"); code != exitOK || !strings.Contains(out, "dropped") {
 		t.Fatalf("drop: %d %s %s", code, out, errOut)
 	}
 	if code, out, _ := runCLI("queue", "in-doubt", "-c", cfgPath); code != exitOK || !strings.Contains(out, "no records in doubt") {
@@ -184,11 +184,11 @@ func TestInDoubtReleaseAndDrop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	dead, _ := s.ListDead("start.mes", 0, 0)
+	dead, _ := s.ListDead("mes", 0, 0)
 	if len(dead) != 1 || dead[0].Reason != d365.ReasonDropped || dead[0].Record.Key != "P000102" {
 		t.Errorf("dead letters %+v, want only the dropped message", dead)
 	}
-	if recs, _ := s.List("start.mes", 0, 0); len(recs) != 0 {
+	if recs, _ := s.List("mes", 0, 0); len(recs) != 0 {
 		t.Errorf("%d records still queued", len(recs))
 	}
 }

@@ -6,7 +6,12 @@
 //	plantgate check-config -c FILE [--print]
 //	plantgate version
 //	plantgate queue stats|list|dead|replay|purge|check|compact -c FILE [flags]
-//	plantgate queue in-doubt|release|drop -c FILE [--sink S --seq N [--yes]]
+//	plantgate queue in-doubt|release|drop -c FILE [--stream S (--seq N,... | --all) [--yes]]
+//	plantgate COMMAND --help
+//
+// Queue commands read only gateway.data_dir and gateway.queue from the
+// config; they do not resolve its secrets, so they work where the
+// gateway's credentials cannot be read.
 //
 // Exit codes: 0 success, 1 failure, 2 usage, 75 queue locked by a running
 // gateway, 78 configuration error (systemd's RestartPreventExitStatus).
@@ -46,19 +51,30 @@ Usage:
   plantgate run -c FILE              run the gateway
   plantgate check-config -c FILE     check a config file; --print shows the effective config
   plantgate version                  print the version
-  plantgate queue SUBCOMMAND -c FILE work on the queue of a stopped gateway:
+` + queueUsage + `  plantgate COMMAND --help           help on a command; needs no config
+
+Exit codes: 0 ok, 1 failure, 2 usage, 75 queue locked by a running gateway, 78 config error.
+`
+
+// queueUsage is the queue part of usage; plantgate queue --help prints it.
+const queueUsage = `  plantgate queue SUBCOMMAND -c FILE work on the queue of a stopped gateway:
       stats                          records, bytes, dead letters and oldest age per stream
       list   --stream S [--after N] [--limit N]   pending records
       dead   [--stream S] [--after N] [--limit N] dead letters with their reasons
       replay --stream S [--seq N,...]             move dead letters back for delivery
       purge  --stream S (--dead|--items|--all) [--seq N,...] --yes   delete records
-      in-doubt [--sink S]                         F&O records whose delivery is in doubt (held, parked, in flight)
-      release --sink S --seq N                    send a held record again, then those parked behind it
-      drop    --sink S --seq N --yes              F&O has the held record: dead-letter it, deliver those parked behind it
+      in-doubt [--stream S]                       F&O records whose delivery is in doubt (held, parked, in flight)
+      release --stream S (--seq N,... | --all)    send held records again, then those parked behind them
+      drop    --stream S (--seq N,... | --all) --yes   F&O has the held records: dead-letter them, deliver those parked behind them
       check                          verify the file, every record and the counters
       compact                        rewrite the file to return drained space
-
-Exit codes: 0 ok, 1 failure, 2 usage, 75 queue locked by a running gateway, 78 config error.
+    -c FILE reads only gateway.data_dir and gateway.queue (secrets are not
+    resolved); --queue FILE names the queue file instead. A queue file that
+    does not exist is an error: nothing is created.
+    list and dead show at most --limit records (default 50, per stream for
+    dead; --limit 0 for all) and then say how to see the rest with --after N.
+    --json prints a JSON array (also with --limit, and [] for none); list
+    and dead use the same snake_case field names.
 `
 
 func main() {
@@ -89,6 +105,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+// parseFlags parses args into fs. -h or --help prints help and the flags on
+// stdout and returns exitOK; a bad flag is reported on stderr and returns
+// exitUsage. ok is true when the command should go on.
+func parseFlags(fs *flag.FlagSet, args []string, help string, stdout, stderr io.Writer) (code int, ok bool) {
+	fs.SetOutput(io.Discard)
+	defer fs.SetOutput(stderr)
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return exitOK, true
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, help)
+		fmt.Fprintln(stdout, "\nFlags:")
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return exitOK, false
+	default:
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for its flags.\n", fs.Name(), err, fs.Name())
+		return exitUsage, false
+	}
+}
+
 func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("plantgate "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -110,12 +148,27 @@ func reportConfigError(err error, stderr io.Writer) int {
 	return exitConfig
 }
 
+const runHelp = `Usage:
+  plantgate run -c FILE [--log-level LEVEL] [--log-format FORMAT]
+
+Runs the gateway until SIGTERM; SIGHUP reloads the config when it changed
+and is valid. Exit 75 when another gateway holds the queue, 78 on a config
+error.
+`
+
+const checkHelp = `Usage:
+  plantgate check-config -c FILE [--print]
+
+Checks the config file, its secrets (${env:..}, ${file:..}) and every flow
+expression, and prints every problem with its line; exit 78 if any.
+`
+
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs, cfgPath := newFlags("run", stderr)
 	level := fs.String("log-level", "", "override log.level (trace, debug, info, warn, error)")
 	format := fs.String("log-format", "", "override log.format (auto, json, console)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseFlags(fs, args, runHelp, stdout, stderr); !ok {
+		return code
 	}
 	cfg, flows, err := app.LoadConfig(*cfgPath)
 	if err != nil {
@@ -194,8 +247,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs, cfgPath := newFlags("check-config", stderr)
 	print := fs.Bool("print", false, "print the effective config (defaults filled in, secrets redacted)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseFlags(fs, args, checkHelp, stdout, stderr); !ok {
+		return code
 	}
 	cfg, flows, err := app.LoadConfig(*cfgPath)
 	if err != nil {

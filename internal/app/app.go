@@ -43,8 +43,9 @@ func ConfigOptions() config.Options {
 	}
 }
 
-// LoadConfig loads and fully checks a config file: the strict decode, then
-// the compilation of every flow expression. Every problem is returned as
+// LoadConfig loads and fully checks a config file: the strict decode, the
+// compilation of every flow expression, then the cross checks that need
+// the plugins' capabilities (DuplicateCheck). Every problem is returned as
 // config.Errors.
 func LoadConfig(path string) (*config.Config, []*flow.Flow, error) {
 	cfg, err := config.Load(path, ConfigOptions())
@@ -54,6 +55,20 @@ func LoadConfig(path string) (*config.Config, []*flow.Flow, error) {
 	flows, err := flow.Compile(cfg)
 	if err != nil {
 		return nil, nil, err
+	}
+	flow.AssignStreams(flows, func(sink string) bool {
+		pc := cfg.Sinks[sink]
+		if pc == nil {
+			return false
+		}
+		f, ok := outputs.Lookup(pc.Type)
+		return ok && f.SharedStream
+	})
+	if probs := DuplicateCheck(cfg); len(probs) > 0 {
+		return nil, nil, config.Errors(probs)
+	}
+	if probs := SinkFlowCheck(cfg); len(probs) > 0 {
+		return nil, nil, config.Errors(probs)
 	}
 	cfg.Warnings = append(cfg.Warnings, PatternAdvice(cfg)...)
 	return cfg, flows, nil
@@ -206,15 +221,24 @@ func (a *App) Run(ctx context.Context) error {
 		stopRunners()
 		runnersWG.Wait()
 	}()
+	started := map[string]bool{}
 	for _, fl := range a.flows {
 		for _, sn := range fl.Sinks {
 			pc := a.cfg.Sinks[sn]
-			stream := flow.StreamName(fl.Name, sn)
+			stream := fl.Stream(sn)
+			if started[stream] {
+				continue // a sink's shared stream: one runner for all its flows
+			}
+			started[stream] = true
+			rlog := logging.Component(a.log, "runner", pc.Type, sn)
+			if stream == flow.StreamName(fl.Name, sn) {
+				rlog = rlog.With().Str(logging.FieldFlow, fl.Name).Logger()
+			}
 			r := flow.NewRunner(flow.RunnerConfig{
 				Stream: stream, MaxBatch: pc.Runner.MaxBatch, Parallelism: pc.Runner.Parallelism,
 				Retry:        backoff.Policy{Initial: pc.Runner.Retry.Initial.D(), Max: pc.Runner.Retry.Max.D()},
-				DrainTimeout: a.cfg.Gateway.DrainTimeout.D(),
-			}, store, a.sinks[sn], logging.Component(a.log, "runner", pc.Type, sn).With().Str(logging.FieldFlow, fl.Name).Logger(), a.m)
+				DrainTimeout: a.cfg.Gateway.DrainTimeout.D(), Remap: a.router.Remap,
+			}, store, a.sinks[sn], rlog, a.m)
 			a.runners = append(a.runners, r)
 			runnersWG.Add(1)
 			go func() {
@@ -252,6 +276,9 @@ func (a *App) Run(ctx context.Context) error {
 	// Replayed dead letters of each source go through its flows again.
 	for _, name := range a.cfg.SourceOrder {
 		dec, _ := a.sources[name].(pipeline.Redecoder)
+		if dec != nil {
+			a.router.SetDecoder(name, dec)
+		}
 		stream := flow.SourceDeadStream(name)
 		r := flow.NewRunner(flow.RunnerConfig{Stream: stream, MaxBatch: 500, Parallelism: 1, DrainTimeout: a.cfg.Gateway.DrainTimeout.D(),
 			Retry: backoff.Policy{Initial: time.Second, Max: time.Minute}},
@@ -319,12 +346,22 @@ func FlowsOf(cfg *config.Config, kind, name string) []pipeline.FlowInfo {
 		if kind == "sink" {
 			for _, to := range f.To {
 				if to == name {
-					out = append(out, pipeline.FlowInfo{Name: fn, Stream: flow.StreamName(fn, name), Urgent: f.Expect.Urgent})
+					out = append(out, pipeline.FlowInfo{Name: fn, Stream: streamOf(cfg, fn, name), Urgent: f.Expect.Urgent})
 				}
 			}
 		}
 	}
 	return out
+}
+
+// streamOf is the stream of flow fn's records for sink.
+func streamOf(cfg *config.Config, fn, sink string) string {
+	if pc := cfg.Sinks[sink]; pc != nil {
+		if f, ok := outputs.Lookup(pc.Type); ok && f.SharedStream {
+			return flow.SharedStreamName(sink)
+		}
+	}
+	return flow.StreamName(fn, sink)
 }
 
 func (a *App) env(kind, name, typ, scope string) pipeline.Env {
@@ -335,6 +372,7 @@ func (a *App) env(kind, name, typ, scope string) pipeline.Env {
 		Metrics: a.reg,
 		Now:     time.Now,
 		State:   a.store.Scope(scope),
+		Records: a.store,
 		Resolve: a.resolve,
 	}
 }

@@ -242,17 +242,6 @@ func TestGatewayEndToEnd(t *testing.T) {
 	}
 }
 
-func TestPatternAdvice(t *testing.T) {
-	cfg := &config.Config{FlowOrder: []string{"bulk", "urgent"}, Flows: map[string]*config.Flow{
-		"bulk":   {To: []string{"odata"}, Expect: config.Expect{Rate: "50/s"}},
-		"urgent": {To: []string{"dmf"}, Expect: config.Expect{Rate: "1/m", Urgent: true}},
-	}, Sinks: map[string]*config.Plugin{"odata": {Type: "fo.odata"}, "dmf": {Type: "fo.dmf"}}}
-	got := PatternAdvice(cfg)
-	if len(got) != 2 || !strings.Contains(got[0].Msg, "route bulk records to a fo.dmf sink") || !strings.Contains(got[1].Msg, "route urgent records") {
-		t.Fatalf("advice = %v", got)
-	}
-}
-
 // probeSink is a sink whose peer goes away and comes back.
 type probeSink struct{ down atomic.Bool }
 

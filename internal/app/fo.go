@@ -28,18 +28,18 @@ type InDoubtView struct {
 	d365.HeldRecord
 }
 
-// startFO builds the F&O registry and prunes in-flight markers of records
-// that are no longer queued (acked before the gateway stopped).
+// startFO builds the F&O registry and moves in-doubt bookkeeping left by
+// an older plantgate (sink state) into the queue.
 func (a *App) startFO() {
-	a.fo = d365.NewRegistry(a.cfg.FO, d365.Options{Log: logging.Component(a.log, "fo", "", ""), Metrics: d365.NewMetrics(a.reg)})
+	a.fo = d365.NewRegistry(a.cfg.FO, d365.Options{Log: a.log, Metrics: d365.NewMetrics(a.reg)})
 	for _, name := range a.cfg.SinkOrder {
-		n, err := PruneMarkers(context.Background(), a.store, name)
+		n, err := MigrateSinkState(context.Background(), a.store, name)
 		if err != nil {
-			a.log.Warn().Err(err).Str(logging.FieldSink, name).Msg("prune in-flight markers")
+			a.log.Warn().Err(err).Str(logging.FieldSink, name).Msg("migrate in-doubt state")
 			continue
 		}
 		if n > 0 {
-			a.log.Debug().Str(logging.FieldSink, name).Int(logging.FieldCount, n).Msg("in-flight markers of acked records pruned")
+			a.log.Info().Str(logging.FieldSink, name).Int(logging.FieldCount, n).Msg("in-doubt state of an older plantgate moved into the queue")
 		}
 	}
 }
@@ -59,36 +59,44 @@ func (a *App) resolve(kind, name string) (any, error) {
 	return a.fo.Resolve(kind, name)
 }
 
-// PruneMarkers deletes the in-flight markers of sink whose records are no
-// longer in their stream (acked or dead-lettered before the gateway
-// stopped). Markers of records still queued stay: they tell the sink on
-// the next attempt that the record may have reached F&O. It returns how
-// many were deleted. The gateway calls it at start; it needs the queue
-// open and no sink running.
-func PruneMarkers(ctx context.Context, store *queue.Store, sink string) (int, error) {
-	names, err := store.ListState(flow.SinkStateScope(sink))
-	if err != nil {
+// MigrateSinkState moves a sink's in-doubt bookkeeping as an older
+// plantgate kept it (markers "m/<stream>/<seq>" and the "held" index in the
+// sink's state) into the queue's marks and holds, and deletes the old
+// state in the same step, so it runs once. Markers of records no longer
+// queued are dropped. It returns how many entries were moved.
+func MigrateSinkState(ctx context.Context, store *queue.Store, sink string) (int, error) {
+	scope := flow.SinkStateScope(sink)
+	names, err := store.ListState(scope)
+	if err != nil || len(names) == 0 {
 		return 0, err
 	}
 	var dels []queue.StateWrite
-	for name := range names {
-		stream, seq, ok := d365.ParseMarkerName(name)
+	var marks []queue.MarkWrite
+	var holds []queue.HoldWrite
+	for name, v := range names {
+		if name == d365.HeldIndexName {
+			idx, err := d365.DecodeHeldIndex(v)
+			if err != nil {
+				return 0, fmt.Errorf("sink %s: %w", sink, err)
+			}
+			for _, h := range idx.Records {
+				h.Sink = sink
+				holds = append(holds, queue.HoldWrite{Stream: h.Stream, Hold: h.Hold})
+			}
+			dels = append(dels, queue.StateWrite{Scope: scope, Name: name, Delete: true})
+			continue
+		}
+		stream, seq, ok := d365.ParseLegacyMarkerName(name)
 		if !ok {
 			continue
 		}
-		if seq == 0 {
-			continue
-		}
-		recs, err := store.List(stream, seq-1, 1)
-		if err == nil && len(recs) == 1 && recs[0].Seq == seq {
-			continue
-		}
-		dels = append(dels, queue.StateWrite{Scope: flow.SinkStateScope(sink), Name: name, Delete: true})
+		marks = append(marks, queue.MarkWrite{Stream: stream, Seq: seq, Value: v})
+		dels = append(dels, queue.StateWrite{Scope: scope, Name: name, Delete: true})
 	}
 	if len(dels) == 0 {
 		return 0, nil
 	}
-	return len(dels), store.PutState(ctx, dels...)
+	return len(marks) + len(holds), store.Import(ctx, marks, holds, dels...)
 }
 
 // inDoubt lists the records F&O sinks hold, and the problems to show.
@@ -112,6 +120,7 @@ func (a *App) inDoubt() ([]InDoubtView, []string) {
 		for _, h := range t.Tracker().Held() {
 			views = append(views, InDoubtView{Sink: n, HeldRecord: h})
 		}
+
 		problems = append(problems, fmt.Sprintf("sink %s holds %d records in doubt and %d parked behind them: check F&O, then release or drop them (plantgate queue in-doubt)", n, held, parked))
 	}
 	if a.fo != nil {

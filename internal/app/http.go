@@ -65,10 +65,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-// healthz is liveness: the queue accepts writes.
-func (a *App) healthz(w http.ResponseWriter, r *http.Request) {
-	if err := a.store.PutState(r.Context(), queue.StateWrite{Scope: "gateway", Name: "healthz", Value: []byte(time.Now().UTC().Format(time.RFC3339))}); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "queue not writable", "error": err.Error()})
+// healthz is liveness: the queue file is open and readable. It is
+// unauthenticated and may be polled often, so it only reads (one read
+// transaction on the memory-mapped file, no disk write, no fsync); a
+// closed or unusable queue answers 503.
+func (a *App) healthz(w http.ResponseWriter, _ *http.Request) {
+	if a.store == nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "queue not open"})
+		return
+	}
+	if _, _, err := a.store.GetState("gateway", "healthz"); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "queue not usable", "error": err.Error()})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})

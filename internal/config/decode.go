@@ -540,6 +540,10 @@ func (d *decoder) secret(n *yaml.Node, path string, v reflect.Value) {
 		d.errorf(n, path, "want a secret reference like ${env:NAME} or ${file:PATH}, got %s", describe(n))
 		return
 	}
+	if d.opts.SkipSecrets {
+		v.Set(reflect.ValueOf(logging.NewSecret(n.Value)))
+		return
+	}
 	val, literal, msgs := resolveSecret(n.Value, d.opts)
 	for _, m := range msgs {
 		d.errorf(n, path, "%s", m)

@@ -42,6 +42,15 @@ type Options struct {
 	// nil means a reader like os.ReadFile that refuses files over 8 MiB, so
 	// a reference to a device such as /dev/zero fails cleanly.
 	ReadFile func(path string) ([]byte, error)
+	// SkipSecrets leaves the references in secret fields unresolved: a
+	// logging.Secret holds the text as written (such as
+	// "${file:/run/credentials/plantgate.service/fo}"), no variable or file
+	// is read for it, and no problem or warning is reported about it. Every
+	// other check still runs. It is for commands that need only part of the
+	// config, such as the queue's location, and may run where the secrets
+	// cannot be read (systemd credentials exist only for the service). Never
+	// run a gateway with such a config.
+	SkipSecrets bool
 }
 
 func (o Options) withDefaults() Options {

@@ -110,6 +110,9 @@ func flowNode(f *Flow) *yaml.Node {
 	}
 	addKey(n, "to", to)
 	addKey(n, "expect", encodeValue(reflect.ValueOf(f.Expect)))
+	if f.AcceptDuplicates {
+		addKey(n, "accept_duplicates", encodeValue(reflect.ValueOf(f.AcceptDuplicates)))
+	}
 	return n
 }
 

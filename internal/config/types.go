@@ -176,6 +176,11 @@ type Flow struct {
 	To []string `yaml:"-"`
 	// Expect declares rate and urgency, checked against the sink's pattern.
 	Expect Expect `yaml:"expect"`
+	// AcceptDuplicates says that the flow may deliver a message twice:
+	// without an ID, a source that redelivers (MQTT) feeding a sink that
+	// cannot recognise a copy (fo.mes, fo.odata create without key) makes
+	// check-config fail unless this is true.
+	AcceptDuplicates bool `yaml:"accept_duplicates"`
 
 	Pos Pos `yaml:"-"`
 	// ToPos is the position of the "to" value.

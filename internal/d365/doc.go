@@ -1,8 +1,8 @@
 // Package d365 is plantgate's client for Dynamics 365 Finance & Operations:
 // authentication, the HTTP client, the classification of F&O's answers,
 // the adaptive limiter, the circuit breaker, the $batch codec and the
-// in-doubt bookkeeping. The F&O sinks (fo.odata, fo.mes, and the DMF sink)
-// build on it; it is the only place in plantgate that maps HTTP statuses.
+// in-doubt bookkeeping. The F&O sinks (fo.odata and fo.mes) build on
+// it; it is the only place in plantgate that maps HTTP statuses.
 //
 // One Env per F&O environment is shared by all sinks that name it (the
 // gateway hands it out through pipeline.Env.Resolve with kind "fo"):
@@ -54,14 +54,18 @@
 //
 // # In doubt
 //
-// A request that left without an answer (or that a gateway answered 504)
-// has an unknown outcome. Tracker
-// keeps, in a sink's durable state, a marker per record written before the
-// request leaves ("sending") and, for sends that cannot be verified,
-// after F&O accepted it ("delivered"), plus the index of records held for
-// an operator. After a crash the marker tells the sink that a record may
-// already be in F&O: OData entities with a key are read back before any
-// resend; MES messages are held (in_doubt: hold) or sent again
-// (in_doubt: resend). See the State names in indoubt.go; plantgate queue
-// in-doubt, release and drop work on them.
+// A request that left without an answer (or that a gateway answered 502
+// or 504) has an unknown outcome; one that provably never left (refused
+// connection, failed TLS handshake, a reused connection the server had
+// already closed) is simply retried. Tracker keeps, beside each record in
+// the queue (pipeline.RecordStore), a mark written before the request
+// leaves ("sending") and, for sends that cannot be verified, after F&O
+// accepted it ("delivered"), plus holds: records held for an operator and
+// those parked behind them. The queue deletes a mark in the transaction
+// that acks or dead-letters its record. After a crash a mark tells the
+// sink that a record may already be in F&O: OData entities with a key are
+// read back before any resend; MES messages are held (in_doubt: hold) or
+// sent again (in_doubt: resend). plantgate queue in-doubt, release and
+// drop work on the holds.
+
 package d365

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -228,8 +229,11 @@ type Response struct {
 // environment's limiter; while the circuit breaker is open it fails fast
 // with pipeline.Throttle until the next probe. A 401 drops the token and
 // retries once with a new one. A request that was sent without an answer,
-// or that a gateway answered 504 Gateway Timeout, returns an error for
-// which IsInDoubt is true.
+// or that a gateway answered 502 Bad Gateway or 504 Gateway Timeout,
+// returns an error for which IsInDoubt is true. A request that provably
+// never reached F&O (connection refused, TLS or DNS failure, a kept-alive
+// connection the server had closed before the request was written) is a
+// transient failure that is not in doubt.
 func (e *Env) Do(ctx context.Context, r *Request) (*Response, error) {
 	op := r.Method + " " + pathOnly(r.Path)
 	ok, probe, wait := e.breaker.Allow()
@@ -335,9 +339,10 @@ func (e *Env) do(ctx context.Context, r *Request, op string) (*Response, connRes
 			e.mu.Unlock()
 		}
 		cerr := Classify(op, resp.Status, resp.Header, resp.Body, e.now())
-		if resp.Status == http.StatusGatewayTimeout {
-			// A gateway gave up waiting for F&O, which may still have
-			// processed the request.
+		if resp.Status == http.StatusGatewayTimeout || resp.Status == http.StatusBadGateway {
+			// A gateway gave up waiting for F&O (504), or lost its
+			// connection to F&O or got a broken answer (502): F&O may
+			// still have processed the request.
 			var de *Error
 			if errors.As(cerr, &de) {
 				de.InDoubt = true
@@ -358,13 +363,35 @@ func (e *Env) do(ctx context.Context, r *Request, op string) (*Response, connRes
 	}
 }
 
+// staleConnRetries bounds the resends of a request that went out on a
+// kept-alive connection the server had already closed.
+const staleConnRetries = 2
+
 // send makes one HTTP request. sent reports whether the request was
 // written completely, so a missing answer leaves its outcome in doubt.
+// A request written on a kept-alive connection that the server had
+// closed before (its FIN or close alert was already there when the
+// connection was taken from the pool) never reached F&O: it is not sent,
+// and send tries again on a new connection.
 func (e *Env) send(ctx context.Context, r *Request, tok string) (*Response, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
-	var wrote atomic.Bool
+	for attempt := 0; ; attempt++ {
+		resp, sent, stale, err := e.sendOnce(ctx, r, tok)
+		if err == nil || sent || !stale || attempt >= staleConnRetries || ctx.Err() != nil {
+			return resp, sent, err
+		}
+	}
+}
+
+func (e *Env) sendOnce(ctx context.Context, r *Request, tok string) (resp *Response, sent, stale bool, err error) {
+	var wrote, closedBefore atomic.Bool
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) {
+			if i.Reused && connClosedByPeer(i.Conn) {
+				closedBefore.Store(true)
+			}
+		},
 		WroteRequest: func(i httptrace.WroteRequestInfo) {
 			if i.Err == nil {
 				wrote.Store(true)
@@ -377,7 +404,7 @@ func (e *Env) send(ctx context.Context, r *Request, tok string) (*Response, bool
 	}
 	req, err := http.NewRequestWithContext(ctx, r.Method, e.url+r.Path, body)
 	if err != nil {
-		return nil, false, fmt.Errorf("build request: %w", err)
+		return nil, false, false, fmt.Errorf("build request: %w", err)
 	}
 	for k, v := range r.Header {
 		req.Header[k] = v
@@ -395,16 +422,47 @@ func (e *Env) send(ctx context.Context, r *Request, tok string) (*Response, bool
 		}
 		req.Header.Set("Content-Type", ct)
 	}
-	resp, err := e.hc.Do(req)
+	hr, err := e.hc.Do(req)
 	if err != nil {
-		return nil, wrote.Load(), err
+		// The server closed the kept-alive connection before the request
+		// was written (net/http's "server closed idle connection" says so
+		// too): F&O never saw it.
+		stale = closedBefore.Load() || isServerClosedIdle(err)
+		return nil, wrote.Load() && !stale, stale, err
 	}
-	defer func() { _ = resp.Body.Close() }()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	defer func() { _ = hr.Body.Close() }()
+	b, err := io.ReadAll(io.LimitReader(hr.Body, maxResponseBytes))
 	if err != nil {
-		return nil, true, fmt.Errorf("read answer %d: %w", resp.StatusCode, err)
+		return nil, true, false, fmt.Errorf("read answer %d: %w", hr.StatusCode, err)
 	}
-	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, true, nil
+	return &Response{Status: hr.StatusCode, Header: hr.Header, Body: b}, true, false, nil
+}
+
+// isServerClosedIdle reports net/http's errServerClosedIdle: the server's
+// end of a kept-alive connection was closed before the request was
+// registered on it.
+func isServerClosedIdle(err error) bool {
+	for err != nil {
+		if err.Error() == "http: server closed idle connection" {
+			return true
+		}
+		err = errors.Unwrap(err)
+	}
+	return false
+}
+
+// connClosedByPeer reports whether the server already closed (or started
+// to close) a kept-alive HTTP/1.1 connection: its end of file, or
+// unsolicited bytes such as a TLS close alert, are waiting to be read.
+// It peeks without consuming; false when it cannot tell.
+func connClosedByPeer(c net.Conn) bool {
+	if tc, ok := c.(*tls.Conn); ok {
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			return false // HTTP/2 sends frames on idle connections
+		}
+		c = tc.NetConn()
+	}
+	return peerClosed(c)
 }
 
 // netReason describes a failed exchange without repeating the URL.

@@ -13,25 +13,41 @@ import (
 	"github.com/plantgate/plantgate/internal/queue"
 )
 
-func TestTracker(t *testing.T) {
+func openQueue(t *testing.T) *queue.Store {
+	t.Helper()
 	s, err := queue.Open(filepath.Join(t.TempDir(), "q.db"), queue.Options{Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	ctx := context.Background()
-	open := func() *Tracker {
-		tr, err := NewTracker(s.Scope("sink.mes"), "mes", TrackerOptions{ForgetAfter: 20 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tr
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// queued appends records of keys to stream and returns them as leased.
+func queued(t *testing.T, s *queue.Store, stream string, keys ...string) []pipeline.Record {
+	t.Helper()
+	var es []queue.Entry
+	for _, k := range keys {
+		es = append(es, queue.Entry{Stream: stream, Record: pipeline.Record{Key: k, Fields: map[string]any{"k": k}}})
 	}
+	if _, err := s.Append(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := s.Lease(stream, len(keys), -1)
+	if err != nil || len(recs) != len(keys) {
+		t.Fatalf("lease: %v (%d)", err, len(recs))
+	}
+	return recs
+}
+
+func TestTracker(t *testing.T) {
+	s := openQueue(t)
+	ctx := context.Background()
+	open := func() *Tracker { return NewTracker(s, "mes", TrackerOptions{Streams: []string{"f.mes"}}) }
 	tr := open()
-	r1 := pipeline.Record{Stream: "f.mes", Seq: 1, Key: "P1"}
-	r2 := pipeline.Record{Stream: "f.mes", Seq: 2, Key: "P1"}
-	r3 := pipeline.Record{Stream: "f.mes", Seq: 3, Key: "P2"}
-	check := func(tr *Tracker, r pipeline.Record, want Verdict) HeldRecord {
+	recs := queued(t, s, "f.mes", "P1", "P1", "P2")
+	r1, r2, r3 := recs[0], recs[1], recs[2]
+	check := func(tr *Tracker, r pipeline.Record, want Verdict) pipeline.Hold {
 		t.Helper()
 		v, h, err := tr.Check(r)
 		if err != nil || v != want {
@@ -46,11 +62,11 @@ func TestTracker(t *testing.T) {
 	if err := tr.Sending(ctx, r3); err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.Delivered(ctx, r3, true); err != nil {
+	if err := tr.Delivered(ctx, r3); err != nil {
 		t.Fatal(err)
 	}
-	tr.Close()
-	// After a crash: r1 is in doubt, r3 was delivered.
+	// After a crash (a new tracker over the same file): r1 is in doubt, r3
+	// was delivered.
 	tr = open()
 	check(tr, r1, VerdictInDoubt)
 	check(tr, r3, VerdictDelivered)
@@ -58,41 +74,68 @@ func TestTracker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := check(tr, r2, VerdictBlocked); got.Seq != 1 {
-		t.Fatalf("r2 blocked behind %d, want 1", got.Seq)
+	if got := check(tr, r2, VerdictBlocked); got.Seq != r1.Seq {
+		t.Fatalf("r2 blocked behind %d, want %d", got.Seq, r1.Seq)
 	}
 	if _, err := tr.Park(ctx, r2, h); err != nil {
 		t.Fatal(err)
 	}
 	check(tr, r3, VerdictDelivered) // another key is not blocked
-	tr.Close()
 	tr = open()
 	if held, parked := tr.Counts(); held != 1 || parked != 1 {
 		t.Fatalf("counts after reopen = %d held, %d parked", held, parked)
 	}
-	if got := check(tr, r1, VerdictHeld); got.State != HeldInDoubt || got.Reason != "timeout" {
+	if got := check(tr, r1, VerdictHeld); got.State != HeldInDoubt || got.Reason != "timeout" || got.Sink != "mes" {
 		t.Errorf("held record %+v", got)
 	}
-	if got := check(tr, r2, VerdictHeld); got.State != HeldParked || got.Behind != 1 {
+	if got := check(tr, r2, VerdictHeld); got.State != HeldParked || got.Behind != r1.Seq {
 		t.Errorf("parked record %+v", got)
 	}
-	// Markers of delivered records are forgotten a while later.
-	tr.Settled(r1)
-	if err := tr.Delivered(ctx, r3, false); err != nil {
+	// NotSent clears a mark: the record is fresh again.
+	if err := tr.NotSent(ctx, r3); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
-		names, _ := s.ListState("sink.mes")
-		_, ok := names[MarkerName("f.mes", 3)]
-		return !ok
-	})
-	tr.Close()
-	tr.Close()
-	if !strings.HasPrefix(HeldReason("mes", 7, "x"), ReasonHeldPrefix) || !strings.HasPrefix(ParkedReason("mes", h), ReasonParkedPrefix) {
+	check(tr, r3, VerdictFresh)
+	if !strings.HasPrefix(HeldReason("f.mes", 7, "x"), ReasonHeldPrefix) || !strings.HasPrefix(ParkedReason("f.mes", h), ReasonParkedPrefix) {
 		t.Error("reasons do not start with their prefixes")
 	}
-	if st, seq, ok := ParseMarkerName(MarkerName("a.b", 42)); !ok || st != "a.b" || seq != 42 {
-		t.Errorf("ParseMarkerName = %q %d %v", st, seq, ok)
+	if st, seq, ok := ParseLegacyMarkerName("m/a.b/00000000000000000042"); !ok || st != "a.b" || seq != 42 {
+		t.Errorf("ParseLegacyMarkerName = %q %d %v", st, seq, ok)
+	}
+}
+
+// TestMarkLivesUntilAck: a delivered record's mark is removed by its ack,
+// in the ack's transaction, and by nothing else: however long the batch
+// takes, a restart before the ack finds it delivered and does not send it
+// again; after the ack no mark is left behind.
+func TestMarkLivesUntilAck(t *testing.T) {
+	s := openQueue(t)
+	ctx := context.Background()
+	now := time.Unix(1_700_000_000, 0)
+	tr := NewTracker(s, "mes", TrackerOptions{Streams: []string{"f.mes"}, Now: func() time.Time { return now }})
+	r := queued(t, s, "f.mes", "P1")[0]
+	if err := tr.Sending(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Delivered(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	// The batch goes on for an hour; the gateway dies before the ack.
+	time.Sleep(50 * time.Millisecond)
+	now = now.Add(time.Hour)
+	again := NewTracker(s, "mes", TrackerOptions{Streams: []string{"f.mes"}})
+	if v, _, err := again.Check(r); err != nil || v != VerdictDelivered {
+		t.Fatalf("after a long batch, Check = %v, %v; want delivered (never resent)", v, err)
+	}
+	if err := s.Ack(ctx, "f.mes", []uint64{r.Seq}); err != nil {
+		t.Fatal(err)
+	}
+	marks, err := s.Marks("f.mes")
+	if err != nil || len(marks) != 0 {
+		t.Fatalf("marks after the ack = %v, %v; want none", marks, err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
 	}
 }
 

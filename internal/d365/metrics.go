@@ -18,9 +18,11 @@ type Metrics struct {
 	BreakerState *metrics.GaugeVec
 	// TokenRefreshes counts token requests by env and result.
 	TokenRefreshes *metrics.CounterVec
-	// InDoubt is the number of records in doubt (held or awaiting
-	// verification) by sink.
+	// InDoubt is the number of records held in doubt for an operator, by
+	// sink.
 	InDoubt *metrics.GaugeVec
+	// Parked is the number of records parked behind held ones, by sink.
+	Parked *metrics.GaugeVec
 }
 
 // NewMetrics registers the collectors on reg (nil: unregistered).
@@ -40,10 +42,12 @@ func NewMetrics(reg metrics.Registerer) *Metrics {
 		TokenRefreshes: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_fo_token_refreshes_total",
 			Help: "Access tokens obtained (result ok) or refused (result error), by reason: initial, expiry, unauthorized."}, []string{"env", "reason", "result"}),
 		InDoubt: metrics.NewGaugeVec(metrics.GaugeOpts{Name: "plantgate_fo_in_doubt_records",
-			Help: "Records whose delivery is in doubt: held for an operator, or awaiting verification."}, []string{"sink"}),
+			Help: "Records sent without a known outcome, held for an operator to release or drop."}, []string{"sink"}),
+		Parked: metrics.NewGaugeVec(metrics.GaugeOpts{Name: "plantgate_fo_parked_records",
+			Help: "Records of the same key parked behind a held record, delivered once it is released or dropped."}, []string{"sink"}),
 	}
 	if reg != nil {
-		for _, c := range []metrics.Collector{m.Requests, m.Throttled, m.RequestSeconds, m.LimiterRate, m.BreakerState, m.TokenRefreshes, m.InDoubt} {
+		for _, c := range []metrics.Collector{m.Requests, m.Throttled, m.RequestSeconds, m.LimiterRate, m.BreakerState, m.TokenRefreshes, m.InDoubt, m.Parked} {
 			reg.MustRegister(c)
 		}
 	}

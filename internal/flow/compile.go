@@ -22,6 +22,50 @@ func SourceDeadStream(source string) string { return "_source." + source }
 // StreamName is the queue stream of a (flow, sink) pair.
 func StreamName(flow, sink string) string { return flow + "." + sink }
 
+// SharedStreamName is the one stream of a sink whose flows share a stream
+// (pipeline.SinkFactory.SharedStream). Instance names hold no dot, so it
+// never collides with a (flow, sink) stream.
+func SharedStreamName(sink string) string { return sink }
+
+// AssignStreams sets the stream of every (flow, sink) pair: the sink's
+// shared stream where shared(sink) says its flows share one (so order per
+// key holds across them), else the pair's own.
+func AssignStreams(flows []*Flow, shared func(sink string) bool) {
+	for _, f := range flows {
+		f.streams = make(map[string]string, len(f.Sinks))
+		for _, s := range f.Sinks {
+			if shared != nil && shared(s) {
+				f.streams[s] = SharedStreamName(s)
+			} else {
+				f.streams[s] = StreamName(f.Name, s)
+			}
+		}
+	}
+}
+
+// Stream returns the queue stream of the flow's records for sink.
+func (f *Flow) Stream(sink string) string {
+	if s, ok := f.streams[sink]; ok {
+		return s
+	}
+	return StreamName(f.Name, sink)
+}
+
+// Streams returns the distinct streams of flows, in order.
+func Streams(flows []*Flow) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, f := range flows {
+		for _, s := range f.Sinks {
+			if st := f.Stream(s); !seen[st] {
+				seen[st] = true
+				out = append(out, st)
+			}
+		}
+	}
+	return out
+}
+
 // Flow is a compiled flow.
 type Flow struct {
 	Name   string
@@ -32,6 +76,8 @@ type Flow struct {
 	id     *vm.Program
 	fields []compiledField
 	cfg    *config.Flow
+	// streams maps each sink to the flow's stream for it (AssignStreams).
+	streams map[string]string
 }
 
 type compiledField struct {

@@ -19,11 +19,11 @@
 //
 // Sinks shape their batches in three ways. A per-record sink (OData, MES)
 // takes max_batch records and writes them one by one with pipeline.ForEach,
-// which stops a key after its first retryable failure. A bulk sink (DMF)
-// implements pipeline.Batcher to close batches by size, age or schedule,
-// and keeps its multi-step progress (package, blob, execution id) in its
-// durable state (Env.State), so a restart resumes the same batch instead of
-// importing it twice. A flow that must switch between two sinks under
+// which stops a key after its first retryable failure. A bulk sink (none
+// ships yet; a DMF sink would be one) implements pipeline.Batcher to close
+// batches by size, age or schedule, and keeps its multi-step progress in
+// its durable state (Env.State), so a restart resumes the same batch
+// instead of importing it twice. A flow that must switch between two sinks under
 // pressure keeps one stream and one runner whose sink chooses the route per
 // batch: the lanes, and so the order per key, stay the same whichever way
 // a batch goes.

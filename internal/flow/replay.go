@@ -54,13 +54,17 @@ func (s *ReplaySink) Write(ctx context.Context, batch []pipeline.Record) error {
 	return nil
 }
 
-func (s *ReplaySink) safeRedecode(raw []byte, meta map[string]any) (v any, err error) {
+func (s *ReplaySink) safeRedecode(raw []byte, meta map[string]any) (any, error) {
+	return safeRedecode(s.dec, raw, meta)
+}
+
+func safeRedecode(dec pipeline.Redecoder, raw []byte, meta map[string]any) (v any, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			v, err = nil, fmt.Errorf("decode panicked: %v", p)
 		}
 	}()
-	return s.dec.Redecode(raw, meta)
+	return dec.Redecode(raw, meta)
 }
 
 // plainMeta turns the json.Numbers of metadata read back from the queue

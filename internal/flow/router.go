@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/plantgate/plantgate/internal/metrics"
 	"github.com/rs/zerolog"
 
+	"github.com/plantgate/plantgate/internal/codec"
 	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/pipeline"
 	"github.com/plantgate/plantgate/internal/queue"
@@ -19,7 +21,8 @@ import (
 // Queue is what the engine needs of the queue; *queue.Store implements it.
 type Queue interface {
 	Append(ctx context.Context, entries []queue.Entry, states ...queue.StateWrite) (queue.AppendResult, error)
-	AddDead(ctx context.Context, stream string, recs []pipeline.Record, reasons []string) error
+	AddDead(ctx context.Context, stream string, recs []pipeline.Record, reasons []string) (int, error)
+	ValidateEntry(e queue.Entry) error
 	Lease(stream string, max int, ttl time.Duration) ([]pipeline.Record, error)
 	Ack(ctx context.Context, stream string, seqs []uint64, states ...queue.StateWrite) error
 	Nack(stream string, seqs []uint64)
@@ -36,6 +39,7 @@ type Metrics struct {
 	Messages     *metrics.CounterVec
 	Unmatched    *metrics.CounterVec
 	Duplicates   *metrics.CounterVec
+	Conflicts    *metrics.CounterVec
 	Appended     *metrics.CounterVec
 	DeadLettered *metrics.CounterVec
 	Delivered    *metrics.CounterVec
@@ -46,9 +50,11 @@ type Metrics struct {
 // NewMetrics registers the engine's collectors on reg (nil: unregistered).
 func NewMetrics(reg metrics.Registerer) *Metrics {
 	m := &Metrics{
-		Messages:     metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_source_messages_total", Help: "Messages emitted by each source."}, []string{"source"}),
-		Unmatched:    metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_source_unmatched_total", Help: "Messages no flow matched."}, []string{"source"}),
-		Duplicates:   metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_queue_duplicates_total", Help: "Records dropped because their id was seen within the dedup window."}, []string{"stream"}),
+		Messages:   metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_source_messages_total", Help: "Messages emitted by each source."}, []string{"source"}),
+		Unmatched:  metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_source_unmatched_total", Help: "Messages no flow matched."}, []string{"source"}),
+		Duplicates: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_queue_duplicates_total", Help: "Records dropped because their id was seen within the dedup window."}, []string{"stream"}),
+		Conflicts: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_queue_conflicts_total",
+			Help: "Records whose id was seen within the dedup window with different content: dead-lettered with both versions."}, []string{"stream"}),
 		Appended:     metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_queue_appended_total", Help: "Records appended to each stream."}, []string{"stream"}),
 		DeadLettered: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_dead_lettered_total", Help: "Records and messages dead-lettered."}, []string{"stream"}),
 		Delivered:    metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_sink_delivered_total", Help: "Records delivered and acked."}, []string{"stream"}),
@@ -57,7 +63,7 @@ func NewMetrics(reg metrics.Registerer) *Metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"stream"}),
 	}
 	if reg != nil {
-		for _, c := range []metrics.Collector{m.Messages, m.Unmatched, m.Duplicates, m.Appended, m.DeadLettered, m.Delivered, m.Retries, m.WriteSeconds} {
+		for _, c := range []metrics.Collector{m.Messages, m.Unmatched, m.Duplicates, m.Conflicts, m.Appended, m.DeadLettered, m.Delivered, m.Retries, m.WriteSeconds} {
 			reg.MustRegister(c)
 		}
 	}
@@ -75,6 +81,48 @@ type Router struct {
 	// keepUnmatched lists the sources whose unmatched messages are
 	// dead-lettered rather than only counted.
 	keepUnmatched map[string]bool
+	// decoders decode a source's raw bytes again for Remap (nil: JSON).
+	decoders map[string]pipeline.Redecoder
+}
+
+// SetDecoder gives the router the decoder of source's raw bytes, used to
+// map replayed records again (Remap). Call it before the runners run.
+func (r *Router) SetDecoder(source string, dec pipeline.Redecoder) { r.decoders[source] = dec }
+
+// Remap maps a replayed record again from its source message (Raw)
+// through its flow's current config, keeping its stream and sequence. It
+// fails when the message no longer decodes, its flow is gone or no longer
+// selects it, or the mapping fails: the runner dead-letters the record
+// again with that reason.
+func (r *Router) Remap(rec pipeline.Record) (pipeline.Record, error) {
+	var fl *Flow
+	for _, f := range r.flows[rec.Source] {
+		if f.Name == rec.Flow {
+			fl = f
+		}
+	}
+	if fl == nil {
+		return rec, fmt.Errorf("replay: flow %q of source %q is no longer configured", rec.Flow, rec.Source)
+	}
+	dec := r.decoders[rec.Source]
+	if dec == nil {
+		d, _ := codec.New(codec.Options{})
+		dec = jsonRedecoder{d}
+	}
+	meta := plainMeta(rec.Meta)
+	payload, err := safeRedecode(dec, rec.Raw, meta)
+	if err != nil {
+		return rec, fmt.Errorf("replay: decode the source message again: %w", err)
+	}
+	nr, ok, err := fl.apply(rec.Source, pipeline.Message{Raw: rec.Raw, Payload: payload, Meta: meta, Time: rec.Time})
+	switch {
+	case err != nil:
+		return rec, fmt.Errorf("replay: flow %s: %w", fl.Name, err)
+	case !ok:
+		return rec, fmt.Errorf("replay: flow %s no longer selects this message (when: %s)", fl.Name, fl.cfg.When.Src)
+	}
+	nr.Stream, nr.Seq, nr.Attempts = rec.Stream, rec.Seq, rec.Attempts
+	return nr, nil
 }
 
 // KeepUnmatched makes the router dead-letter the messages of source that no
@@ -84,7 +132,7 @@ func (r *Router) KeepUnmatched(source string) { r.keepUnmatched[source] = true }
 
 // NewRouter builds a router for flows over q.
 func NewRouter(q Queue, flows []*Flow, log zerolog.Logger, m *Metrics) *Router {
-	r := &Router{q: q, flows: map[string][]*Flow{}, log: log, m: m, now: time.Now, keepUnmatched: map[string]bool{}}
+	r := &Router{q: q, flows: map[string][]*Flow{}, log: log, m: m, now: time.Now, keepUnmatched: map[string]bool{}, decoders: map[string]pipeline.Redecoder{}}
 	if r.m == nil {
 		r.m = NewMetrics(nil)
 	}
@@ -138,7 +186,7 @@ func (r *Router) Route(source string, m pipeline.Message) ([]queue.Entry, []erro
 		}
 		for _, s := range f.Sinks {
 			rr := rec
-			rr.Stream = StreamName(f.Name, s)
+			rr.Stream = f.Stream(s)
 			entries = append(entries, queue.Entry{Stream: rr.Stream, Record: rr})
 		}
 	}
@@ -150,42 +198,57 @@ func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Messa
 	var dead []pipeline.Record
 	var reasons []string
 	unmatched := 0
+	deadLetter := func(m *pipeline.Message, why, what string) {
+		dead = append(dead, pipeline.Record{Source: source, Time: m.Time, Raw: m.Raw, Meta: m.Meta, ID: deadLetterID(m, what)})
+		reasons = append(reasons, why)
+	}
 	for i := range msgs {
 		m := &msgs[i]
 		if m.Time.IsZero() {
 			m.Time = r.now().UTC()
 		}
 		if m.DecodeErr != nil {
-			dead = append(dead, pipeline.Record{Source: source, Time: m.Time, Raw: m.Raw, Meta: m.Meta})
-			reasons = append(reasons, "decode: "+m.DecodeErr.Error())
+			deadLetter(m, "decode: "+m.DecodeErr.Error(), "decode")
 			continue
 		}
 		es, errs := r.Route(source, *m)
 		for _, err := range errs {
-			dead = append(dead, pipeline.Record{Source: source, Time: m.Time, Raw: m.Raw, Meta: m.Meta})
-			reasons = append(reasons, err.Error())
+			deadLetter(m, err.Error(), err.Error())
 		}
 		if len(es) == 0 && len(errs) == 0 {
 			unmatched++
 			if r.keepUnmatched[source] {
-				dead = append(dead, pipeline.Record{Source: source, Time: m.Time, Raw: m.Raw, Meta: m.Meta})
-				reasons = append(reasons, unmatchedReason(r.flows[source], m.Meta))
+				deadLetter(m, unmatchedReason(r.flows[source], m.Meta), "unmatched")
 			}
 		}
-		entries = append(entries, es...)
+		for _, e := range es {
+			// A record that can never be stored (an id or key over the
+			// limits, too large) is dead-lettered here, with the message,
+			// instead of failing the others or looping on redelivery.
+			if err := r.q.ValidateEntry(e); err != nil {
+				deadLetter(m, fmt.Sprintf("stream %s: the record cannot be queued: %v", e.Stream, err), "invalid "+e.Stream)
+				continue
+			}
+			entries = append(entries, e)
+		}
 	}
 	r.m.Messages.WithLabelValues(source).Add(float64(len(msgs)))
 	if unmatched > 0 {
 		r.m.Unmatched.WithLabelValues(source).Add(float64(unmatched))
 	}
 	// Dead letters first: if the process dies between the two commits the
-	// upstream redelivers (nothing was acked) and ids keep records single.
+	// upstream redelivers (nothing was acked), and ids keep both the
+	// records and the dead letters single.
 	if len(dead) > 0 {
 		stream := SourceDeadStream(source)
-		if err := r.q.AddDead(ctx, stream, dead, reasons); err != nil {
+		skipped, err := r.q.AddDead(ctx, stream, dead, reasons)
+		if err != nil {
 			return fmt.Errorf("dead-letter %d messages: %w", len(dead), err)
 		}
-		r.m.DeadLettered.WithLabelValues(stream).Add(float64(len(dead)))
+		r.m.DeadLettered.WithLabelValues(stream).Add(float64(len(dead) - skipped))
+		if skipped > 0 {
+			r.m.Duplicates.WithLabelValues(stream).Add(float64(skipped))
+		}
 		for _, why := range reasons {
 			r.log.Warn().Str(logging.FieldSource, source).Str(logging.FieldReason, why).Msg("message dead-lettered")
 		}
@@ -197,14 +260,40 @@ func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Messa
 	if err != nil {
 		return fmt.Errorf("append %d records: %w", len(entries), err)
 	}
+	conflict := map[int]queue.Conflict{}
+	for _, c := range res.Conflicts {
+		conflict[c.Index] = c
+	}
 	for i, e := range entries {
-		if res.Seqs[i] == 0 {
+		switch c, isConflict := conflict[i]; {
+		case isConflict:
+			r.m.Conflicts.WithLabelValues(e.Stream).Inc()
+			r.m.DeadLettered.WithLabelValues(e.Stream).Inc()
+			r.log.Warn().Str(logging.FieldSource, source).Str(logging.FieldStream, e.Stream).Str(logging.FieldKey, e.Record.Key).
+				Str("id", e.Record.ID).Uint64("first_seq", c.FirstSeq).Uint64("dead_letter", c.DeadSeq).
+				Msg("conflict: a message with a known id but different content; dead-lettered with both versions")
+		case res.Seqs[i] == 0:
 			r.m.Duplicates.WithLabelValues(e.Stream).Inc()
-		} else {
+		default:
 			r.m.Appended.WithLabelValues(e.Stream).Inc()
 		}
 	}
 	return nil
+}
+
+// deadLetterID identifies the dead letter of a message that failed for
+// what (decode, a flow's error, unmatched), so a redelivery of the same
+// message that fails the same way is recognised within the dedup window
+// and does not become a second dead letter.
+func deadLetterID(m *pipeline.Message, what string) string {
+	h := fnv.New64a()
+	topic, _ := m.Meta["topic"].(string)
+	_, _ = h.Write([]byte(topic))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write(m.Raw)
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(what))
+	return fmt.Sprintf("dl:%016x", h.Sum64())
 }
 
 func unmatchedReason(flows []*Flow, meta map[string]any) string {
@@ -252,7 +341,9 @@ func (f *Flow) apply(source string, m pipeline.Message) (rec pipeline.Record, ok
 			return rec, false, nil
 		}
 	}
-	rec = pipeline.Record{Source: source, Time: m.Time, Meta: m.Meta}
+	// The record keeps its source message, so a dead letter of the sink can
+	// be fixed and replayed: the replay maps it again (Router.Remap).
+	rec = pipeline.Record{Source: source, Flow: f.Name, Time: m.Time, Meta: m.Meta, Raw: m.Raw}
 	if f.key != nil {
 		if rec.Key, err = evalString(f.key, env, "key", f.cfg.Key.Src); err != nil {
 			return rec, false, err

@@ -29,6 +29,10 @@ type RunnerConfig struct {
 	DrainTimeout time.Duration
 	// WriteTimeout bounds one Write (0: none beyond ctx).
 	WriteTimeout time.Duration
+	// Remap maps a replayed record (Record.Remap) again from its source
+	// message through its flow's current config (Router.Remap); nil
+	// delivers replayed records as they are.
+	Remap func(pipeline.Record) (pipeline.Record, error)
 }
 
 // Runner delivers one stream to one sink. See the package doc for how it
@@ -148,6 +152,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		recs = r.remap(recs)
 		r.mu.Lock()
 		for _, rec := range recs {
 			r.outstanding[rec.Seq] = true
@@ -175,6 +180,46 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.q.Nack(r.cfg.Stream, left)
 	}
 	return err
+}
+
+// remap maps replayed records again (RunnerConfig.Remap) before they are
+// assigned a lane, since the mapping may change their key. A record whose
+// new mapping fails goes back to the dead letters with the new reason.
+func (r *Runner) remap(recs []pipeline.Record) []pipeline.Record {
+	if r.cfg.Remap == nil {
+		return recs
+	}
+	out := recs[:0]
+	var dead []queue.Dead
+	for _, rec := range recs {
+		if !rec.Remap {
+			out = append(out, rec)
+			continue
+		}
+		nr, err := r.cfg.Remap(rec)
+		if err != nil {
+			dead = append(dead, queue.Dead{Seq: rec.Seq, Reason: reason(err), Attempts: rec.Attempts})
+			continue
+		}
+		out = append(out, nr)
+	}
+	if len(dead) > 0 {
+		r.finishDead(dead)
+	}
+	return out
+}
+
+// finishDead dead-letters records, retrying the queue until it succeeds:
+// the records stay leased meanwhile, so nothing else delivers them.
+func (r *Runner) finishDead(dead []queue.Dead) {
+	for {
+		if err := r.finish(nil, dead); err == nil {
+			return
+		} else {
+			r.log.Error().Err(err).Msg("record delivery outcome")
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 func laneOf(key string, n int) int {
@@ -316,13 +361,24 @@ func (r *Runner) deliver(ctx, writeCtx context.Context, batch []pipeline.Record)
 		default:
 			retry = batch
 		}
-		if err := r.finish(acked, dead); err != nil {
-			// The queue itself failed: keep everything and retry later.
-			r.log.Error().Err(err).Msg("record delivery outcome")
+		// Book the outcome until the queue takes it. Writing the batch
+		// again instead would send delivered records a second time.
+		for {
+			ferr := r.finish(acked, dead)
+			if ferr == nil {
+				break
+			}
+			r.log.Error().Err(ferr).Msg("record delivery outcome")
 			if backoff.Wait(ctx, time.Second) != nil {
 				return batch
 			}
-			continue
+			if len(acked) > 0 {
+				// finish acks before it dead-letters: once the ack went
+				// through, only the dead letters are left to book.
+				if !r.isOutstanding(acked[0].Seq) {
+					acked = nil
+				}
+			}
 		}
 		if len(retry) == 0 {
 			r.setState("idle")
@@ -422,6 +478,12 @@ func (r *Runner) finish(acked []pipeline.Record, dead []queue.Dead) error {
 		}
 	}
 	return nil
+}
+
+func (r *Runner) isOutstanding(seq uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.outstanding[seq]
 }
 
 func (r *Runner) throttle(d time.Duration) {

@@ -1,6 +1,8 @@
 package logging
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -86,13 +88,42 @@ func New(o Options) (zerolog.Logger, error) {
 
 // Component returns a child logger tagged with a component name and, if not
 // empty, a plugin type and instance name.
+//
+// A zerolog context only appends, so a field the parent already carries
+// would appear twice in every event, which JSON consumers reject. Component
+// therefore adds only the fields the parent lacks: Component(Component(l,
+// "fo", "", ""), "fo", "", "prod") tags events once with component fo and
+// instance prod. A parent's field is never replaced: pass the logger of the
+// enclosing scope, not another component's, to tag a different component.
 func Component(parent zerolog.Logger, component, plugin, instance string) zerolog.Logger {
-	c := parent.With().Str(FieldComponent, component)
-	if plugin != "" {
-		c = c.Str(FieldPlugin, plugin)
-	}
-	if instance != "" {
-		c = c.Str(FieldInstance, instance)
+	have := contextFields(parent)
+	c := parent.With()
+	for _, f := range [...]struct{ key, val string }{{FieldComponent, component}, {FieldPlugin, plugin}, {FieldInstance, instance}} {
+		if f.val == "" {
+			continue
+		}
+		if _, dup := have[f.key]; dup {
+			continue
+		}
+		c = c.Str(f.key, f.val)
 	}
 	return c.Logger()
+}
+
+// contextFields returns the names of the fields l adds to every event.
+// zerolog does not expose a logger's context, so it writes one event to a
+// buffer; Component runs when a component is built, not per event.
+func contextFields(l zerolog.Logger) map[string]bool {
+	var buf bytes.Buffer
+	probe := l.Output(&buf).Level(zerolog.TraceLevel).Sample(nil)
+	probe.Log().Send()
+	var m map[string]json.RawMessage
+	if json.Unmarshal(buf.Bytes(), &m) != nil {
+		return nil
+	}
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
 }

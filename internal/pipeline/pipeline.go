@@ -9,7 +9,7 @@ import (
 )
 
 // Message is what a source hands to the flow engine: one upstream message
-// (an MQTT publish, an OPC UA data change, a line of a file).
+// (an MQTT publish, a line of a file).
 type Message struct {
 	// Raw is the exact bytes received. They are kept with a dead letter so
 	// an operator can see and replay what arrived.
@@ -21,7 +21,7 @@ type Message struct {
 	// dead-lettered with this reason instead of being routed.
 	DecodeErr error
 	// Meta carries source metadata visible to flow expressions as "meta"
-	// (for MQTT: topic, qos, retained, received_at; for OPC UA: node_id).
+	// (for MQTT: topic, qos, retained, received_at).
 	Meta map[string]any
 	// Time is when the message was received (UTC).
 	Time time.Time
@@ -40,6 +40,8 @@ type Record struct {
 	ID string
 	// Source is the source instance that produced the record.
 	Source string
+	// Flow is the flow that mapped the record.
+	Flow string
 	// Time is when the source received the message.
 	Time time.Time
 	// Fields are the mapped fields, ready for the sink.
@@ -50,6 +52,10 @@ type Record struct {
 	Raw []byte
 	// Attempts counts previous delivery attempts in this process.
 	Attempts int
+	// Remap is set on a record an operator replayed from the dead letters:
+	// the runner maps it again from Raw through its flow's current config
+	// before delivering it.
+	Remap bool
 }
 
 // Emitter receives messages from a source.
@@ -119,6 +125,9 @@ type Env struct {
 	// State is the plugin's durable named state in the queue file; nil
 	// where no queue is open (check-config).
 	State StateStore
+	// Records is the queue's per-record bookkeeping (marks, holds) for
+	// sinks; nil where no queue is open.
+	Records RecordStore
 	// Flows are the flows connected to the plugin: for a sink those that
 	// route to it, for a source those that read from it.
 	Flows []FlowInfo
@@ -134,6 +143,9 @@ type FlowInfo struct {
 	Name, Stream string
 	// Urgent is the flow's expect.urgent: its records should go first.
 	Urgent bool
+	// Fields are the record fields the flow maps (empty: the payload is
+	// passed as it is); set for CheckFlow.
+	Fields []string
 }
 
 // UrgentStreams returns the streams of the urgent flows among flows.
@@ -165,6 +177,16 @@ type SourceFactory struct {
 	NewConfig func() any
 	// New validates cfg and builds the source; it must not do network I/O.
 	New func(cfg any, env Env) (Source, error)
+	// Redelivers reports whether a source with settings cfg (as returned
+	// by NewConfig and decoded) may emit the same upstream message more
+	// than once: at-least-once delivery, where a lost or late
+	// acknowledgement makes the upstream send the message again (MQTT). A
+	// source that commits its progress with its records (StateEmitter), so
+	// that a message is either committed with its progress or not at all,
+	// does not redeliver. nil means the source never emits a message twice.
+	// check-config requires an id (or accept_duplicates) on a flow from a
+	// redelivering source to a sink that does not de-duplicate.
+	Redelivers func(cfg any) bool
 }
 
 // SinkFactory builds sinks of one type.
@@ -172,6 +194,29 @@ type SinkFactory struct {
 	Type      string
 	NewConfig func() any
 	New       func(cfg any, env Env) (Sink, error)
+	// Dedups reports whether a sink with settings cfg writes so that a
+	// record delivered twice (the same message redelivered by its source,
+	// as a second queue record) leaves a single result at the peer: an
+	// update or upsert by a business key, for example. It returns false
+	// for a sink whose peer keeps both copies (a create without a key, a
+	// MES message). nil means duplicates are no concern for the sink (it
+	// writes to no system of record) and it is not checked.
+	Dedups func(cfg any) bool
+	// SharedStream makes all flows to one sink of this type append to one
+	// queue stream (named after the sink) instead of one stream per flow,
+	// so records of one key keep their order across flows: F&O's message
+	// processor handles one production order's messages in the order they
+	// arrive, whatever their message type.
+	SharedStream bool
+	// CheckFlow, if set, checks a flow routing to a sink with settings cfg
+	// (for example that it maps a field the sink needs); check-config
+	// reports its error at the flow.
+	CheckFlow func(cfg any, flow FlowInfo) error
+	// OrderScope, if set, names what a sink with settings cfg keeps order
+	// across (for fo.mes: the F&O environment and company). check-config
+	// warns when two sinks of the type share a scope, since order per key
+	// holds within one sink only.
+	OrderScope func(cfg any) string
 }
 
 // StateWrite sets (or with Delete removes) one named value of a source's
@@ -183,21 +228,21 @@ type StateWrite struct {
 }
 
 // StateEmitter is implemented by the engine's emitters. A source whose
-// progress must match its records exactly (a file offset, an OPC UA
-// counter's last value) writes that progress in the same transaction as the
-// records, so after a crash both are there or neither is. The state is
-// read back through Env.State.
+// progress must match its records exactly (a file offset) writes that
+// progress in the same transaction as the records, so after a crash both
+// are there or neither is. The state is read back through Env.State.
 type StateEmitter interface {
 	Emitter
 	EmitWithState(ctx context.Context, states []StateWrite, msgs ...Message) error
 }
 
 // Batcher is implemented by sinks that deliver in large batches closed by
-// size, age or schedule (DMF packages). Before each Write the runner asks
-// Flush whether a batch of n records, the oldest received at oldest, should
-// be written now; if not, it keeps gathering records (up to the sink's
-// max_batch) and asks again after wait, or when more records arrive. Flush
-// is not asked once max_batch records are waiting. A stopping gateway does
+// size, age or schedule (no shipped sink does yet; a DMF sink would).
+// Before each Write the runner asks Flush whether a batch of n records,
+// the oldest received at oldest, should be written now; if not, it keeps
+// gathering records (up to the sink's max_batch) and asks again after
+// wait, or when more records arrive. Flush is not asked once max_batch
+// records are waiting. A stopping gateway does
 // not flush partial batches: their records stay queued for the next start.
 type Batcher interface {
 	Flush(n int, oldest, now time.Time) (flush bool, wait time.Duration)
@@ -210,4 +255,63 @@ type Batcher interface {
 // JSON.
 type Redecoder interface {
 	Redecode(raw []byte, meta map[string]any) (payload any, err error)
+}
+
+// Hold is a record set aside for an operator by a sink's in-doubt policy.
+// The queue keeps holds beside the records of their stream, keyed by the
+// record's sequence (never reused within a queue file), so a purge or a
+// release removes them in the same transaction as the records.
+type Hold struct {
+	// Seq is the record's sequence in its stream when it was set aside.
+	Seq uint64 `json:"seq"`
+	Key string `json:"key,omitempty"`
+	// State is HoldInDoubt or HoldParked.
+	State string `json:"state"`
+	// Behind is, for a parked record, the Seq of the held record it waits for.
+	Behind uint64    `json:"behind,omitempty"`
+	Since  time.Time `json:"since"`
+	// Reason is why the record is in doubt (the error of the last attempt).
+	Reason string `json:"reason,omitempty"`
+	// Target says what the record was for (message type, entity set).
+	Target string `json:"target,omitempty"`
+	// Sink is the sink that set the record aside.
+	Sink string `json:"sink,omitempty"`
+}
+
+// Hold states.
+const (
+	// HoldInDoubt: the record was sent and its outcome is unknown; it waits
+	// for an operator (release or drop). It holds back its key's later
+	// records in its stream.
+	HoldInDoubt = "held"
+	// HoldParked: a later record of the same key, set aside so the key's
+	// order is kept; released or freed together with its holder.
+	HoldParked = "parked"
+)
+
+// RecordState is what the queue keeps beside one queued record.
+type RecordState struct {
+	// Mark is the record's mark (a sink's in-flight marker), nil if none.
+	// A mark lives as long as the record: the queue deletes it in the
+	// transaction that acks, dead-letters or purges the record.
+	Mark []byte
+	// Hold is the record's own hold, if it was set aside.
+	Hold *Hold
+	// KeyHolder is the in-doubt hold that holds back the record's key in
+	// its stream, if any (it may be the record itself).
+	KeyHolder *Hold
+}
+
+// RecordStore is the part of the queue a sink uses for per-record
+// bookkeeping: marks written before a request leaves, and holds.
+type RecordStore interface {
+	// RecordState reads the mark and holds of a record of stream.
+	RecordState(stream string, seq uint64, key string) (RecordState, error)
+	// SetMark durably sets (value nil: deletes) the mark of a queued
+	// record; it fails if the record is not queued.
+	SetMark(ctx context.Context, stream string, seq uint64, value []byte) error
+	// PutHold durably sets a queued record aside.
+	PutHold(ctx context.Context, stream string, h Hold) error
+	// Holds lists the holds of stream, by sequence.
+	Holds(stream string) ([]Hold, error)
 }

@@ -21,6 +21,7 @@ type envelope struct {
 	Key      string         `json:"k,omitempty"`
 	ID       string         `json:"i,omitempty"`
 	Source   string         `json:"s,omitempty"`
+	Flow     string         `json:"fl,omitempty"`
 	Time     int64          `json:"t"`
 	Appended int64          `json:"a"`
 	Fields   map[string]any `json:"f,omitempty"`
@@ -31,6 +32,9 @@ type envelope struct {
 	DeadAt   int64  `json:"d,omitempty"`
 	Attempts int    `json:"n,omitempty"`
 	OrigSeq  uint64 `json:"o,omitempty"`
+	// Remap is set on a replayed record that carries its source message:
+	// the sink runner maps it again through its flow's current config.
+	Remap bool `json:"x,omitempty"`
 }
 
 func encodeEnvelope(e *envelope) ([]byte, error) {
@@ -68,9 +72,9 @@ func decodeEnvelope(v []byte) (*envelope, error) {
 
 func (e *envelope) record(stream string, seq uint64) pipeline.Record {
 	return pipeline.Record{
-		Stream: stream, Seq: seq, Key: e.Key, ID: e.ID, Source: e.Source,
+		Stream: stream, Seq: seq, Key: e.Key, ID: e.ID, Source: e.Source, Flow: e.Flow,
 		Time: time.Unix(0, e.Time).UTC(), Fields: e.Fields, Meta: e.Meta, Raw: e.Raw,
-		Attempts: e.Attempts,
+		Attempts: e.Attempts, Remap: e.Remap,
 	}
 }
 
@@ -79,7 +83,7 @@ func envelopeOf(r *pipeline.Record, now time.Time) *envelope {
 	if t.IsZero() {
 		t = now
 	}
-	return &envelope{Key: r.Key, ID: r.ID, Source: r.Source, Time: t.UnixNano(), Appended: now.UnixNano(),
+	return &envelope{Key: r.Key, ID: r.ID, Source: r.Source, Flow: r.Flow, Time: t.UnixNano(), Appended: now.UnixNano(),
 		Fields: r.Fields, Meta: r.Meta, Raw: r.Raw, Attempts: r.Attempts}
 }
 

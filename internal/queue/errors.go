@@ -17,6 +17,13 @@ var (
 	ErrSchema = errors.New("unsupported queue schema version")
 	// ErrCorrupt is returned by Check and by decoding for damaged data.
 	ErrCorrupt = errors.New("queue data is corrupt")
+	// ErrHeld is returned by Replay for a dead letter a sink holds in doubt.
+	ErrHeld = errors.New("record is held in doubt")
+	// ErrUnknownHold is returned by Release for a seq that holds nothing.
+	ErrUnknownHold = errors.New("no such held record")
+	// ErrNoRecord is returned by SetMark and PutHold for a record that is
+	// not queued (acked, dead-lettered or purged meanwhile).
+	ErrNoRecord = errors.New("record is not queued")
 	// ErrBadName is returned for an empty or malformed stream or scope name.
 	ErrBadName = errors.New("invalid stream or state name")
 )

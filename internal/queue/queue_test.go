@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,13 @@ func openTemp(t testing.TB, o Options) (*Store, string) {
 
 func rec(key string, i int) pipeline.Record {
 	return pipeline.Record{Key: key, ID: fmt.Sprintf("%s-%d", key, i), Fields: map[string]any{"n": i}}
+}
+
+// bigRec is a record of about 1 KiB.
+func bigRec(key string, i int) pipeline.Record {
+	r := rec(key, i)
+	r.Fields["pad"] = strings.Repeat("x", 1000)
+	return r
 }
 
 func appendN(t testing.TB, s *Store, stream string, n int) {
@@ -167,7 +175,7 @@ func TestDeadLetterReplayPurge(t *testing.T) {
 	if dead[0].Reason != "Write failed for table row" || dead[0].OrigSeq != 2 || dead[0].Attempts != 3 {
 		t.Fatalf("dead letter = %+v", dead[0])
 	}
-	if err := s.AddDead(ctx, "src.mes", []pipeline.Record{{Raw: []byte("{bad")}}, []string{"decode json: unexpected EOF"}); err != nil {
+	if _, err := s.AddDead(ctx, "src.mes", []pipeline.Record{{Raw: []byte("{bad")}}, []string{"decode json: unexpected EOF"}); err != nil {
 		t.Fatal(err)
 	}
 	sd, _ := s.ListDead("src.mes", 0, 10)
@@ -206,23 +214,23 @@ func TestDeadLetterReplayPurge(t *testing.T) {
 
 func TestQuotaBlockAndReject(t *testing.T) {
 	t.Run("reject", func(t *testing.T) {
-		s, _ := openTemp(t, Options{MaxBytes: 400, OnFull: Reject})
+		s, _ := openTemp(t, Options{MaxBytes: 128 << 10, OnFull: Reject})
 		ctx := context.Background()
 		var err error
-		for i := 0; i < 100 && err == nil; i++ {
-			_, err = s.Append(ctx, []Entry{{Stream: "f.s", Record: rec("k", i)}})
+		for i := 0; i < 1000 && err == nil; i++ {
+			_, err = s.Append(ctx, []Entry{{Stream: "f.s", Record: bigRec("k", i)}})
 		}
 		if !errors.Is(err, ErrFull) {
 			t.Fatalf("got %v, want ErrFull", err)
 		}
 	})
 	t.Run("block", func(t *testing.T) {
-		s, _ := openTemp(t, Options{MaxBytes: 400, OnFull: Block})
+		s, _ := openTemp(t, Options{MaxBytes: 128 << 10, OnFull: Block})
 		ctx := context.Background()
 		appended := 0
 		for {
 			c, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-			_, err := s.Append(c, []Entry{{Stream: "f.s", Record: rec("k", appended)}})
+			_, err := s.Append(c, []Entry{{Stream: "f.s", Record: bigRec("k", appended)}})
 			cancel()
 			if err != nil {
 				if !errors.Is(err, context.DeadlineExceeded) {
@@ -238,7 +246,7 @@ func TestQuotaBlockAndReject(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		go func() {
-			_, err := s.Append(ctx, []Entry{{Stream: "f.s", Record: rec("k", 999)}})
+			_, err := s.Append(ctx, []Entry{{Stream: "f.s", Record: bigRec("k", 999)}})
 			done <- err
 		}()
 		select {
@@ -246,9 +254,9 @@ func TestQuotaBlockAndReject(t *testing.T) {
 			t.Fatalf("append returned %v while the queue was full", err)
 		case <-time.After(50 * time.Millisecond):
 		}
-		// Free two records' worth: the waiting record is a little larger.
-		got, _ := s.Lease("f.s", 2, -1)
-		if err := s.Ack(ctx, "f.s", []uint64{got[0].Seq, got[1].Seq}); err != nil {
+		// Free half the records: their pages return to bbolt's freelist.
+		got, _ := s.Lease("f.s", appended/2, -1)
+		if err := s.Ack(ctx, "f.s", seqsOf(got)); err != nil {
 			t.Fatal(err)
 		}
 		if err := <-done; err != nil {

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -26,16 +27,28 @@ type StreamStats struct {
 
 // Stats describes the whole queue.
 type Stats struct {
-	Streams   []StreamStats `json:"streams"`
-	Records   int64         `json:"records"`
-	Bytes     int64         `json:"bytes"`
-	Dead      int64         `json:"dead"`
-	MaxBytes  int64         `json:"max_bytes"`
-	FileBytes int64         `json:"file_bytes"`
+	Streams []StreamStats `json:"streams"`
+	Records int64         `json:"records"`
+	Bytes   int64         `json:"bytes"`
+	Dead    int64         `json:"dead"`
+	// DeadBytes is what the dead letters take, against DeadMaxBytes.
+	DeadBytes    int64 `json:"dead_bytes"`
+	DeadMaxBytes int64 `json:"dead_max_bytes"`
+	// DeadExpired counts dead letters removed by dead_retention since start.
+	DeadExpired int64 `json:"dead_expired"`
+	MaxBytes    int64 `json:"max_bytes"`
+	// UsedBytes is what is in use in the file (records, dead letters,
+	// idempotency keys, state, bbolt's pages), against MaxBytes.
+	UsedBytes int64 `json:"used_bytes"`
+	FileBytes int64 `json:"file_bytes"`
 	// Blocked counts appends waiting for space right now.
 	Blocked int `json:"blocked"`
-	// Full is true when the total quota leaves no room.
-	Full bool `json:"full"`
+	// Full is true when appends wait (or are rejected) for space, and
+	// FullReason says which quota.
+	Full       bool   `json:"full"`
+	FullReason string `json:"full_reason,omitempty"`
+	// LastCommitError is the error of the last commit, if it failed.
+	LastCommitError string `json:"last_commit_error,omitempty"`
 }
 
 // Stats returns counts per stream and in total. It reads one key per stream.
@@ -55,7 +68,15 @@ func (s *Store) Stats() (Stats, error) {
 		out.Dead += st.dead
 	}
 	out.Blocked = s.blocked
-	out.Full = s.blocked > 0 || (s.o.MaxBytes > 0 && s.total+s.reserved >= s.o.MaxBytes)
+	out.UsedBytes, out.DeadBytes, out.DeadMaxBytes, out.DeadExpired = s.used, s.deadTotal, s.o.DeadMaxBytes, s.expired
+	out.FullReason = s.fullLocked(nil, 1)
+	out.Full = s.blocked > 0 || out.FullReason != ""
+	if out.Full && out.FullReason == "" {
+		out.FullReason = "appends are waiting for space"
+	}
+	if s.lastErr != nil {
+		out.LastCommitError = s.lastErr.Error()
+	}
 	s.mu.Unlock()
 	err := s.db.View(func(tx *bolt.Tx) error {
 		for i := range out.Streams {
@@ -128,6 +149,26 @@ func (s *Store) Check() error {
 					return nil
 				})
 			}
+			if hb := b.Bucket(bucketHeld); hb != nil {
+				_ = hb.ForEach(func(k, v []byte) error {
+					var h struct {
+						Seq uint64 `json:"seq"`
+					}
+					if e := json.Unmarshal(v, &h); e != nil || len(k) != 8 || h.Seq != binary.BigEndian.Uint64(k) {
+						problems = append(problems, fmt.Errorf("%w: stream %s hold %x is damaged", ErrCorrupt, name, k))
+					}
+					return nil
+				})
+			}
+			if mb := b.Bucket(bucketMarks); mb != nil {
+				items := b.Bucket(bucketItems)
+				_ = mb.ForEach(func(k, _ []byte) error {
+					if items != nil && items.Get(k) == nil {
+						problems = append(problems, fmt.Errorf("%w: stream %s has a mark for seq %d, which is not queued", ErrCorrupt, name, binary.BigEndian.Uint64(k)))
+					}
+					return nil
+				})
+			}
 			if err == nil && got != stored {
 				problems = append(problems, fmt.Errorf("%w: stream %s counters say %d records/%d bytes/%d dead, file holds %d/%d/%d",
 					ErrCorrupt, name, stored.count, stored.bytes, stored.dead, got.count, got.bytes, got.dead))
@@ -144,9 +185,11 @@ func (s *Store) Check() error {
 // maybeCompact compacts the file at open when it is large and mostly empty.
 func (s *Store) maybeCompact() error {
 	size := s.FileSize()
-	if size < s.o.CompactMinBytes || s.total > size/10 {
+	if size < s.o.CompactMinBytes || s.total+s.deadTotal > size/10 {
 		return nil
 	}
+	// The lock file stays held throughout, so no other process opens the
+	// queue while its bbolt file is closed and replaced.
 	s.log.Info().Int64("file_bytes", size).Int64("live_bytes", s.total).Msg("compacting queue file")
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close queue for compaction: %w", err)
@@ -172,6 +215,11 @@ func Compact(path string, o Options) (before, after int64, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("compact queue: %w", err)
 	}
+	lock, err := lockFile(path, o)
+	if err != nil {
+		return fi.Size(), 0, err
+	}
+	defer func() { _ = lock.Close() }()
 	if err := compactFile(path, o); err != nil {
 		return fi.Size(), 0, err
 	}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -18,8 +20,10 @@ import (
 	"github.com/plantgate/plantgate/internal/pipeline"
 )
 
-// SchemaVersion is the on-disk layout version this package writes.
-const SchemaVersion = 1
+// SchemaVersion is the on-disk layout version this package writes. Version
+// 2 added record marks, holds, never-reused sequences and content hashes
+// beside idempotency keys; a version 1 file is migrated forward at Open.
+const SchemaVersion = 2
 
 var (
 	bucketMeta    = []byte("meta")
@@ -29,9 +33,17 @@ var (
 	bucketDead    = []byte("dead")
 	bucketIDs     = []byte("ids")
 	bucketIdx     = []byte("idx")
+	bucketMarks   = []byte("marks")
+	bucketHeld    = []byte("held")
+	bucketHeldKey = []byte("heldkeys")
 	keyStats      = []byte("stats")
 	keySchema     = []byte("schema_version")
 	keyCreated    = []byte("created")
+	// meta keys "seq/<stream>" and "dseq/<stream>" keep the last item and
+	// dead-letter sequences of a purged stream, so a stream created again
+	// never reuses a sequence (marks and holds are keyed by sequence).
+	prefixSeqFloor  = "seq/"
+	prefixDSeqFloor = "dseq/"
 )
 
 // OnFull is what Append does when a quota is reached.
@@ -47,7 +59,9 @@ const (
 
 // Options configure a Store. The zero value is usable: no quotas, block.
 type Options struct {
-	// MaxBytes is the quota over all streams' pending records (0: none).
+	// MaxBytes is the quota of the queue file: the bytes in use in it
+	// (pending records, dead letters, idempotency keys, state, and bbolt's
+	// own pages), measured after every commit (0: none).
 	MaxBytes int64
 	// StreamMaxBytes is the quota of one stream (0: none).
 	StreamMaxBytes int64
@@ -55,6 +69,16 @@ type Options struct {
 	OnFull OnFull
 	// MaxRecordBytes rejects larger records with ErrTooLarge (0: 16 MiB).
 	MaxRecordBytes int
+	// DeadMaxBytes caps the bytes of dead letters over all streams (0:
+	// none besides MaxBytes). Once reached, Append and AddDead wait (or
+	// fail with ErrFull) as for a full queue, so sources stop
+	// acknowledging; a sink's dead-lettering always goes through, because
+	// it frees a pending record.
+	DeadMaxBytes int64
+	// DeadRetention removes dead letters older than this (0: keep them
+	// until replayed or purged). Every removal is logged with its count
+	// and counted in Stats.DeadExpired; none is silent.
+	DeadRetention time.Duration
 	// DedupWindow is how long an idempotency key is remembered (0: 24h).
 	DedupWindow time.Duration
 	// LeaseTimeout is the default lease duration (0: 2m).
@@ -71,6 +95,10 @@ type Options struct {
 	OpenTimeout time.Duration
 	// ReadOnly opens the file for inspection only.
 	ReadOnly bool
+	// NoSync skips the fsync of every commit. Never set it in a gateway:
+	// it exists so the power-cut tests can show that they catch a queue
+	// that acknowledges before its data is on disk.
+	NoSync bool
 	// Log receives lifecycle events.
 	Log zerolog.Logger
 	// Now is the clock (tests).
@@ -93,6 +121,10 @@ func (o *Options) setDefaults() {
 	if o.OpenTimeout <= 0 {
 		o.OpenTimeout = 500 * time.Millisecond
 	}
+	if o.DeadMaxBytes <= 0 && o.MaxBytes > 0 {
+		// Without a dead-letter cap, dead letters share the whole quota.
+		o.DeadMaxBytes = o.MaxBytes
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -105,18 +137,30 @@ type Store struct {
 	o    Options
 	log  zerolog.Logger
 
+	commits atomic.Int64 // committed group transactions
+
+	lock     *os.File // the lock file, held while the store is open
+	pageSize int64
+
 	closeMu sync.RWMutex // held for reading while submitting; Close takes it for writing
 	closed  bool
-	reqs    chan *request
-	done    chan struct{}
+	// isClosed mirrors closed for readers that hold mu (lock order:
+	// closeMu, then mu; never the reverse).
+	isClosed atomic.Bool
+	reqs     chan *request
+	done     chan struct{}
 
 	// mu guards everything below. Lock order: closeMu, then mu.
-	mu       sync.Mutex
-	streams  map[string]*streamState
-	total    int64 // pending record bytes over all streams
-	reserved int64 // bytes of appends admitted but not yet committed
-	space    chan struct{}
-	blocked  int
+	mu        sync.Mutex
+	streams   map[string]*streamState
+	total     int64 // pending record bytes over all streams
+	deadTotal int64 // dead-letter bytes over all streams
+	used      int64 // bytes in use in the file, measured after the last commit
+	reserved  int64 // bytes of appends admitted but not yet committed
+	space     chan struct{}
+	blocked   int
+	expired   int64 // dead letters removed by DeadRetention since Open
+	lastErr   error // the last commit's error, nil after a good commit
 }
 
 type streamState struct {
@@ -184,29 +228,39 @@ func itob(v uint64) []byte {
 func Open(path string, o Options) (*Store, error) {
 	o.setDefaults()
 	s := &Store{path: path, o: o, log: o.Log, streams: map[string]*streamState{}, space: make(chan struct{})}
-	db, err := openBolt(path, o)
+	lock, err := lockFile(path, o)
 	if err != nil {
 		return nil, err
 	}
-	s.db = db
-	if !o.ReadOnly {
-		if err := s.init(); err != nil {
-			_ = db.Close()
-			return nil, err
-		}
-	} else if err := s.checkSchema(); err != nil {
-		_ = db.Close()
+	s.lock = lock
+	db, err := openBolt(path, o)
+	if err != nil {
+		_ = lock.Close()
 		return nil, err
 	}
-	if err := s.loadCounters(); err != nil {
-		_ = db.Close()
+	s.db = db
+	s.pageSize = int64(db.Info().PageSize)
+	fail := func(err error) (*Store, error) {
+		_ = s.db.Close()
+		_ = lock.Close()
 		return nil, err
+	}
+	if !o.ReadOnly {
+		if err := s.init(); err != nil {
+			return fail(err)
+		}
+	} else if err := s.checkSchema(); err != nil {
+		return fail(err)
+	}
+	if err := s.loadCounters(); err != nil {
+		return fail(err)
 	}
 	if !o.ReadOnly && o.CompactMinBytes > 0 {
 		if err := s.maybeCompact(); err != nil {
-			return nil, err
+			return fail(err)
 		}
 	}
+	s.measureAtOpen()
 	if !o.ReadOnly {
 		s.reqs = make(chan *request, 4096)
 		s.done = make(chan struct{})
@@ -216,14 +270,72 @@ func Open(path string, o Options) (*Store, error) {
 }
 
 func openBolt(path string, o Options) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.OpenTimeout, ReadOnly: o.ReadOnly, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.OpenTimeout, ReadOnly: o.ReadOnly, FreelistType: bolt.FreelistMapType, NoFreelistSync: true, NoSync: o.NoSync})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open queue %s: %w (a running plantgate holds its lock; stop it first, e.g. systemctl stop plantgate)", path, ErrLocked)
 		}
 		return nil, fmt.Errorf("open queue %s: %w", path, err)
 	}
+	if o.MaxBytes > 0 {
+		// Grow the file in steps that fit the quota, so it never overshoots
+		// a small quota by bbolt's default 16 MiB step.
+		db.AllocSize = int(min(max(o.MaxBytes/32, 1<<20), 16<<20))
+	}
 	return db, nil
+}
+
+// lockFile takes the queue's lock file (path + ".lock"): exclusive for a
+// writer, shared for a read-only store. It is held for the store's whole
+// life, also while a compaction at Open replaces the bbolt file, so no
+// second process can open the queue in that moment (bbolt's own lock is on
+// the file that is replaced).
+func lockFile(path string, o Options) (*os.File, error) {
+	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		if o.ReadOnly && errors.Is(err, os.ErrPermission) {
+			return nil, nil // a read-only look at a file we may not lock
+		}
+		return nil, fmt.Errorf("open queue lock %s.lock: %w", path, err)
+	}
+	how := syscall.LOCK_EX
+	if o.ReadOnly {
+		how = syscall.LOCK_SH
+	}
+	deadline := time.Now().Add(o.OpenTimeout)
+	for {
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			_ = f.Close()
+			return nil, fmt.Errorf("lock queue %s.lock: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			_ = f.Close()
+			return nil, fmt.Errorf("open queue %s: %w (a running plantgate holds its lock; stop it first, e.g. systemctl stop plantgate)", path, ErrLocked)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// measureAtOpen sets the bytes in use from the file as it is.
+func (s *Store) measureAtOpen() {
+	var hwm int64
+	_ = s.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil })
+	free := int64(s.db.Stats().FreePageN) * s.pageSize
+	s.mu.Lock()
+	s.used = max(hwm-free, 0)
+	s.mu.Unlock()
+}
+
+// measure sets the bytes in use after a write transaction: the file's
+// high-water mark less its free and pending pages.
+func (s *Store) measure() int64 {
+	var hwm int64
+	_ = s.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil })
+	return max(hwm-int64(s.db.Stats().FreeAlloc), 0)
 }
 
 func (s *Store) init() error {
@@ -233,7 +345,14 @@ func (s *Store) init() error {
 			return err
 		}
 		if v := meta.Get(keySchema); v != nil {
-			if err := checkSchemaValue(v); err != nil {
+			if len(v) == 8 && binary.BigEndian.Uint64(v) == 1 {
+				// Version 1 lacks only buckets that are created on first
+				// use, and its 8-byte idempotency values are still read.
+				s.log.Info().Msg("queue file migrated from schema version 1 to 2")
+				if err := meta.Put(keySchema, itob(SchemaVersion)); err != nil {
+					return err
+				}
+			} else if err := checkSchemaValue(v); err != nil {
 				return err
 			}
 		} else {
@@ -257,7 +376,10 @@ func checkSchemaValue(v []byte) error {
 		return fmt.Errorf("%w: schema_version of %d bytes", ErrCorrupt, len(v))
 	}
 	if got := binary.BigEndian.Uint64(v); got != SchemaVersion {
-		return fmt.Errorf("%w: file has version %d, this plantgate reads version %d", ErrSchema, got, SchemaVersion)
+		if got > SchemaVersion {
+			return fmt.Errorf("%w: the file has version %d, written by a newer plantgate; this one reads up to version %d (install the newer plantgate again)", ErrSchema, got, SchemaVersion)
+		}
+		return fmt.Errorf("%w: file has version %d, this plantgate reads version %d (open it once read-write to migrate it)", ErrSchema, got, SchemaVersion)
 	}
 	return nil
 }
@@ -287,10 +409,16 @@ func (s *Store) loadCounters() error {
 			st := &streamState{count: c.count, bytes: c.bytes, dead: c.dead, deadBytes: c.deadBytes, leases: map[uint64]time.Time{}}
 			s.streams[string(name)] = st
 			s.total += c.bytes
+			s.deadTotal += c.deadBytes
 			return nil
 		})
 	})
 }
+
+// Commits returns how many group transactions the store has committed
+// since it was opened; tests use it to see that concurrent requests share
+// commits.
+func (s *Store) Commits() int64 { return s.commits.Load() }
 
 // Path returns the queue file's path.
 func (s *Store) Path() string { return s.path }
@@ -305,6 +433,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.isClosed.Store(true)
 	if s.reqs != nil {
 		close(s.reqs)
 	}
@@ -316,7 +445,11 @@ func (s *Store) Close() error {
 	close(s.space) // wake blocked appenders; they see closed
 	s.space = make(chan struct{})
 	s.mu.Unlock()
-	return s.db.Close()
+	err := s.db.Close()
+	if s.lock != nil {
+		_ = s.lock.Close() // releases the flock
+	}
+	return err
 }
 
 func (s *Store) stream(name string) *streamState {
@@ -408,6 +541,7 @@ func (s *Store) commitLoop() {
 			}
 		case <-prune.C:
 			s.pruneIDs()
+			s.expireDead()
 			continue
 		}
 		batch = append(batch[:0], first)
@@ -443,54 +577,90 @@ func (s *Store) commitLoop() {
 	}
 }
 
+// errRollback aborts a group transaction in which one request failed; the
+// others are then committed without it.
+var errRollback = errors.New("roll back the group commit")
+
+// commit applies batch in one transaction. A request whose apply fails
+// takes none of its writes into the file and does not fail its
+// neighbours: the transaction is rolled back and run again without it
+// (a rolled-back bbolt transaction writes nothing and costs no fsync).
 func (s *Store) commit(batch []*request) {
 	errs := make([]error, len(batch))
 	ds := make([]deltas, len(batch))
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		touched := map[string]bool{}
-		for i, r := range batch {
-			errs[i] = r.apply(tx, &ds[i])
-			if errs[i] == nil {
+	live := make([]bool, len(batch))
+	for i := range live {
+		live[i] = true
+	}
+	var err error
+	for {
+		failed := -1
+		err = s.db.Update(func(tx *bolt.Tx) error {
+			touched := map[string]bool{}
+			for i, r := range batch {
+				if !live[i] {
+					continue
+				}
+				ds[i] = deltas{}
+				if e := r.apply(tx, &ds[i]); e != nil {
+					errs[i], failed = e, i
+					return errRollback
+				}
 				for name := range ds[i].m {
 					touched[name] = true
 				}
 			}
-		}
-		// Persist the new counters of every touched stream in the same tx.
-		if len(touched) == 0 {
-			return nil
-		}
-		root := tx.Bucket(bucketStreams)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for name := range touched {
-			var c counters
-			if st := s.streams[name]; st != nil {
-				c = counters{st.count, st.bytes, st.dead, st.deadBytes}
+			// Persist the new counters of every touched stream in the same tx.
+			if len(touched) == 0 {
+				return nil
 			}
-			for i := range ds {
-				if errs[i] == nil {
-					if d := ds[i].m[name]; d != nil {
-						c.count += d.count
-						c.bytes += d.bytes
-						c.dead += d.dead
-						c.deadBytes += d.deadBytes
+			root := tx.Bucket(bucketStreams)
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			for name := range touched {
+				var c counters
+				if st := s.streams[name]; st != nil {
+					c = counters{st.count, st.bytes, st.dead, st.deadBytes}
+				}
+				for i := range ds {
+					if live[i] {
+						if d := ds[i].m[name]; d != nil {
+							c.count += d.count
+							c.bytes += d.bytes
+							c.dead += d.dead
+							c.deadBytes += d.deadBytes
+						}
 					}
 				}
+				b := root.Bucket([]byte(name))
+				if b == nil {
+					continue // stream purged in this tx
+				}
+				if err := b.Put(keyStats, c.encode()); err != nil {
+					return err
+				}
 			}
-			b := root.Bucket([]byte(name))
-			if b == nil {
-				continue // stream purged in this tx
-			}
-			if err := b.Put(keyStats, c.encode()); err != nil {
-				return err
-			}
+			return nil
+		})
+		if errors.Is(err, errRollback) && failed >= 0 {
+			live[failed] = false
+			ds[failed] = deltas{}
+			continue
 		}
-		return nil
-	})
+		break
+	}
+	var used int64
+	if err == nil {
+		s.commits.Add(1)
+		used = s.measure()
+	}
 	s.mu.Lock()
+	if err == nil {
+		s.used = used
+	}
+	s.lastErr = err
 	for i, r := range batch {
-		if err != nil {
+		if err != nil && live[i] {
 			errs[i] = fmt.Errorf("commit queue: %w", err)
 		}
 		if errs[i] == nil {
@@ -505,7 +675,10 @@ func (s *Store) commit(batch []*request) {
 				st.dead += d.dead
 				st.deadBytes += d.deadBytes
 				s.total += d.bytes
+				s.deadTotal += d.deadBytes
 			}
+		} else {
+			ds[i] = deltas{}
 		}
 		if r.after != nil {
 			r.after(&ds[i])
@@ -534,12 +707,34 @@ func streamBucket(tx *bolt.Tx, name string, create bool) (*bolt.Bucket, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, sub := range [][]byte{bucketItems, bucketDead, bucketIDs, bucketIdx} {
+	for _, sub := range [][]byte{bucketItems, bucketDead, bucketIDs, bucketIdx, bucketMarks, bucketHeld, bucketHeldKey} {
 		if _, err := b.CreateBucket(sub); err != nil {
 			return nil, err
 		}
 	}
+	// A stream purged before starts after its last sequences.
+	meta := tx.Bucket(bucketMeta)
+	for _, f := range []struct {
+		prefix string
+		bucket []byte
+	}{{prefixSeqFloor, bucketItems}, {prefixDSeqFloor, bucketDead}} {
+		if v := meta.Get([]byte(f.prefix + name)); len(v) == 8 {
+			if err := b.Bucket(f.bucket).SetSequence(binary.BigEndian.Uint64(v)); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return b, b.Put(keyStats, counters{}.encode())
+}
+
+// sub returns a sub-bucket of a stream, creating it in a file written by
+// an older version (where it did not exist yet). With create false a
+// missing bucket is returned as nil.
+func sub(b *bolt.Bucket, name []byte, create bool) (*bolt.Bucket, error) {
+	if x := b.Bucket(name); x != nil || !create {
+		return x, nil
+	}
+	return b.CreateBucket(name)
 }
 
 // ---- state ----

@@ -72,8 +72,10 @@ func Store(t testing.TB) *queue.Store {
 }
 
 // PluginEnv returns the pipeline.Env a sink called name receives in a
-// gateway: its state in store (scope sink.<name>; nil store: no state)
-// and fe as the environment every name resolves to.
+// gateway: its state and per-record bookkeeping in store (scope
+// sink.<name>; nil store: none), one flow "f" with stream "f.<name>", and
+// fe as the environment every name resolves to. Records a sink tracks
+// must be queued in store (Append) before they are written.
 func PluginEnv(t testing.TB, name string, fe *d365.Env, store *queue.Store) pipeline.Env {
 	t.Helper()
 	env := pipeline.Env{
@@ -87,6 +89,8 @@ func PluginEnv(t testing.TB, name string, fe *d365.Env, store *queue.Store) pipe
 	}
 	if store != nil {
 		env.State = store.Scope("sink." + name)
+		env.Records = store
+		env.Flows = []pipeline.FlowInfo{{Name: "f", Stream: "f." + name}}
 	}
 	return env
 }

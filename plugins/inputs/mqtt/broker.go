@@ -235,9 +235,29 @@ func (h *ingestHook) ingests(topic string) bool {
 
 // OnPublish emits a PUBLISH on an ingested topic and returns only after
 // the commit; mochi writes the PUBACK after this returns.
+//
+// A QoS 1/2 PUBLISH on a topic outside the source's topics is refused,
+// never acknowledged: a PUBACK (PUBREC) tells the publisher its message is
+// stored, and such a message would not be. MES treats an acknowledged
+// message as delivered and never sends it again, so acknowledging it and
+// counting it (the router's unmatched handling) would lose it for good
+// with the default `unmatched: count`. A refusal instead surfaces the
+// mistake (usually a topic typo or a topics list that is too narrow) in
+// the MES itself, and the message stays in the publisher's store until the
+// config is fixed: MQTT 5 publishers get PUBACK (PUBREC for QoS 2) with
+// reason 0x87 "not authorized"; MQTT 3.1.1 cannot refuse one message, so
+// the client is disconnected, as for an ACL denial, and sends the message
+// again after it reconnects. QoS 0 publishes have no acknowledgement and
+// promise nothing; they are still passed on to subscribers.
 func (h *ingestHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || !h.ingests(pk.TopicName) {
+	if cl.Net.Inline {
 		return pk, nil
+	}
+	if !h.ingests(pk.TopicName) {
+		if pk.FixedHeader.Qos == 0 {
+			return pk, nil
+		}
+		return pk, h.refuse(cl, pk)
 	}
 	if !h.enter() {
 		_ = h.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
@@ -274,6 +294,37 @@ func (h *ingestHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Pac
 	}
 	s.noteDone(1, true)
 	return pk, nil
+}
+
+// refuse answers a QoS 1/2 PUBLISH on a topic the source does not ingest
+// without acknowledging it (see OnPublish) and returns the error that
+// makes mochi drop the packet.
+func (h *ingestHook) refuse(cl *mochi.Client, pk packets.Packet) error {
+	s := h.s
+	s.m.aclDenials.Inc()
+	s.log.Warn().Str(logging.FieldUsername, string(cl.Properties.Username)).Str(logging.FieldClientID, cl.ID).
+		Str(logging.FieldTopic, pk.TopicName).Str(logging.FieldMethod, "publish").
+		Str(logging.FieldReason, "the topic is not one of the source's topics, so the message would not be stored").
+		Msg("embedded broker refused a publish: not acknowledged")
+	if cl.Properties.ProtocolVersion < 5 {
+		_ = h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+		return packets.ErrRejectPacket
+	}
+	typ := packets.Puback
+	if pk.FixedHeader.Qos == 2 {
+		typ = packets.Pubrec
+	}
+	ack := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: typ},
+		PacketID:    pk.PacketID,
+		ReasonCode:  packets.ErrNotAuthorized.Code,
+		Properties:  packets.Properties{ReasonString: "topic not ingested by plantgate: " + pk.TopicName},
+		Created:     time.Now().Unix(),
+	}
+	if err := cl.WritePacket(ack); err != nil {
+		_ = h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+	}
+	return packets.ErrRejectPacket
 }
 
 // clientContext returns a context that ends with parent or, once the

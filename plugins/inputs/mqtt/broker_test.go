@@ -209,10 +209,6 @@ func TestEmbeddedAuthAndACL(t *testing.T) {
 	if !sub.WaitTimeout(5*time.Second) || sub.(*paho.SubscribeToken).Result()["fwd/line1/+"] != 1 {
 		t.Fatalf("subscription inside the ACL refused: %v", sub.(*paho.SubscribeToken).Result())
 	}
-	// fwd/# may be published but is not an ingested topic.
-	if tok := p.c.Publish("fwd/line1/x", 1, false, payload("fwd", 1)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
 	if tok := p.c.Publish("mes/line1/x", 1, false, payload("ok", 1)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
@@ -225,6 +221,65 @@ func TestEmbeddedAuthAndACL(t *testing.T) {
 	}
 	if f := testutilValue(src.m.authFailures); f != 3 {
 		t.Fatalf("auth failures %v, want 3", f)
+	}
+}
+
+// TestEmbeddedRefusesUningestedTopics: a QoS 1/2 publish on a topic
+// outside the source's topics (here fwd/#, which the user's ACL allows)
+// would not be stored, so it must never be acknowledged: MQTT 5 gets
+// reason 0x87 "not authorized" in its PUBACK/PUBREC, MQTT 3.1.1 is
+// disconnected without a PUBACK. Ingested topics are still acknowledged
+// after the commit, and QoS 0 on other topics is still passed on to
+// subscribers.
+func TestEmbeddedRefusesUningestedTopics(t *testing.T) {
+	em := newBlockingEmitter()
+	cfg := embeddedConfig()
+	cfg.Topics = []Topic{{Filter: "mes/#"}}
+	src, addr := newEmbedded(t, cfg, em)
+
+	// MQTT 3.1.1: no PUBACK, the connection is closed.
+	v3 := dialRaw(t, addr, "raw-v3", "mes", "s3cret")
+	v3.publish("fwd/line1/x", 1, false, payload("fwd3", 1))
+	v3.expectClosed()
+
+	// MQTT 5: refused per message, the connection stays up.
+	v5 := dialRaw5(t, addr, "raw-v5", "mes", "s3cret")
+	v5.publish5("fwd/line1/x", 1, 2, payload("fwd5", 1))
+	if rc := v5.expectAck5(0x40, 2); rc != 0x87 {
+		t.Fatalf("QoS 1 outside the topics: PUBACK reason %#x, want 0x87", rc)
+	}
+	v5.publish5("fwd/line1/x", 2, 3, payload("fwd5", 2))
+	if rc := v5.expectAck5(0x50, 3); rc != 0x87 {
+		t.Fatalf("QoS 2 outside the topics: PUBREC reason %#x, want 0x87", rc)
+	}
+	v5.publish5("mes/line1/start", 1, 4, payload("mes5", 1))
+	if rc := v5.expectAck5(0x40, 4); rc != 0 {
+		t.Fatalf("ingested topic: PUBACK reason %#x, want 0", rc)
+	}
+
+	// QoS 0 promises nothing and is passed on to subscribers.
+	got := make(chan string, 1)
+	sub := newPublisher(t, "tcp://"+addr, "sub-fwd", withUser("mes", "s3cret"))
+	tok := sub.c.Subscribe("fwd/#", 1, func(_ paho.Client, m paho.Message) { got <- m.Topic() })
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	v5.publish5("fwd/line1/q0", 0, 0, payload("fwd5", 3))
+	select {
+	case topic := <-got:
+		if topic != "fwd/line1/q0" {
+			t.Fatalf("subscriber got %q", topic)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("QoS 0 publish outside the topics was not passed on")
+	}
+
+	c := em.committed()
+	if len(c) != 1 || !strings.Contains(string(c[0].Raw), `"mes5-1"`) {
+		t.Fatalf("committed %d messages: %v", len(c), c)
+	}
+	if n := testutilValue(src.m.aclDenials); n != 3 {
+		t.Fatalf("acl denials %v, want 3", n)
 	}
 }
 
@@ -261,7 +316,9 @@ func TestEmbeddedTLSWithClientMode(t *testing.T) {
 	dir := t.TempDir()
 	pki := newTestPKI(t, dir)
 	cfg := embeddedConfig()
-	cfg.Topics = []Topic{{Filter: "mes/#"}}
+	// fwd/# is ingested too: the embedded broker acknowledges only what
+	// it stores, and passes it on to the client-mode subscriber.
+	cfg.Topics = []Topic{{Filter: "mes/#"}, {Filter: "fwd/#"}}
 	cfg.Embedded.TLS = &ServerTLS{CertFile: pki.serverCert, KeyFile: pki.serverKey, ClientCAFile: pki.ca}
 	_, addr := newEmbedded(t, cfg, newBlockingEmitter())
 

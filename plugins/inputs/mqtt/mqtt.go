@@ -30,6 +30,10 @@ func init() {
 		New: func(cfg any, env pipeline.Env) (pipeline.Source, error) {
 			return New(cfg.(*Config), env)
 		},
+		// MQTT is at least once in both modes: a broker or publisher sends
+		// a message again when its acknowledgement was lost, and retained
+		// messages come again on every subscribe.
+		Redelivers: func(any) bool { return true },
 	})
 }
 

@@ -38,8 +38,14 @@ const (
 type Config struct {
 	// Env names the F&O environment (a key of the fo: section).
 	Env string `yaml:"env" required:"true" ref:"fo"`
-	// MessageType is the message type every record becomes.
-	MessageType string `yaml:"message_type" required:"true" enum:"ProdProductionOrderStart,ProdProductionOrderReportFinished,ProdProductionOrderPickingList,ProdProductionOrderRouteCard,ProdProductionOrderEnd"`
+	// MessageType is the message type of records that do not name one in
+	// MessageTypeField. Leave it empty when every flow maps the field: one
+	// sink then carries all message types of an environment and company,
+	// and the production order's messages keep their order across types.
+	MessageType string `yaml:"message_type" enum:"ProdProductionOrderStart,ProdProductionOrderReportFinished,ProdProductionOrderPickingList,ProdProductionOrderRouteCard,ProdProductionOrderEnd"`
+	// MessageTypeField is the record field that names a record's message
+	// type (it is not part of the message content).
+	MessageTypeField string `yaml:"message_type_field" default:"_messageType"`
 	// Queue is the message processor queue.
 	Queue string `yaml:"queue" default:"JmgMES3P"`
 	// Company is the _companyId; default: the environment's company.
@@ -62,10 +68,39 @@ type Config struct {
 
 func init() {
 	outputs.Add(pipeline.SinkFactory{
-		Type:      Type,
-		NewConfig: func() any { return &Config{Queue: "JmgMES3P", CompanyField: "dataAreaId", InDoubt: InDoubtHold} },
+		Type: Type,
+		NewConfig: func() any {
+			return &Config{Queue: "JmgMES3P", CompanyField: "dataAreaId", MessageTypeField: "_messageType", InDoubt: InDoubtHold}
+		},
 		New: func(cfg any, env pipeline.Env) (pipeline.Sink, error) {
 			return New(cfg.(*Config), env)
+		},
+		// A MES message carries no idempotency key: F&O processes every
+		// copy it is sent.
+		Dedups: func(any) bool { return false },
+		// F&O processes one production order's messages in the order it
+		// receives them, whatever their type: all flows to one fo.mes sink
+		// share its stream, so the order key spans them all.
+		SharedStream: true,
+		OrderScope: func(cfg any) string {
+			c := cfg.(*Config)
+			if c.Company == "" {
+				return "environment " + c.Env
+			}
+			return "environment " + c.Env + ", company " + c.Company
+		},
+		CheckFlow: func(cfg any, f pipeline.FlowInfo) error {
+			c := cfg.(*Config)
+			if c.MessageType != "" || c.MessageTypeField == "" {
+				return nil
+			}
+			for _, n := range f.Fields {
+				if n == c.MessageTypeField {
+					return nil
+				}
+			}
+			return fmt.Errorf("the sink has no message_type and the flow maps no %s: map it to the message type "+
+				"(e.g. %s: '\"ProdProductionOrderReportFinished\"'), or set message_type on the sink", c.MessageTypeField, c.MessageTypeField)
 		},
 	})
 }
@@ -75,7 +110,6 @@ type Sink struct {
 	cfg     Config
 	name    string
 	env     *d365.Env
-	mt      messageType
 	prio    d365.Priority
 	urgent  map[string]bool // streams of urgent flows
 	tracker *d365.Tracker
@@ -89,8 +123,7 @@ type Sink struct {
 // New builds the sink. It resolves the F&O environment and loads the
 // held index from the sink's state; it does no network I/O.
 func New(cfg *Config, env pipeline.Env) (*Sink, error) {
-	mt, ok := messageTypes[cfg.MessageType]
-	if !ok {
+	if _, ok := messageTypes[cfg.MessageType]; !ok && cfg.MessageType != "" {
 		return nil, fmt.Errorf("message_type %q: want one of %s", cfg.MessageType, strings.Join(MessageTypes(), ", "))
 	}
 	if cfg.InDoubt != InDoubtHold && cfg.InDoubt != InDoubtResend {
@@ -104,13 +137,11 @@ func New(cfg *Config, env pipeline.Env) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr, err := d365.NewTracker(env.State, env.Name, d365.TrackerOptions{
-		Log: env.Log, Gauge: fe.Metrics().InDoubt.WithLabelValues(env.Name), Now: env.Now,
+	tr := d365.NewTracker(env.Records, env.Name, d365.TrackerOptions{
+		Log: env.Log, Held: fe.Metrics().InDoubt.WithLabelValues(env.Name), Parked: fe.Metrics().Parked.WithLabelValues(env.Name),
+		Now: env.Now, Streams: streamsOf(env.Flows),
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &Sink{cfg: *cfg, name: env.Name, env: fe, mt: mt, prio: prio, urgent: pipeline.UrgentStreams(env.Flows), tracker: tr, log: env.Log}, nil
+	return &Sink{cfg: *cfg, name: env.Name, env: fe, prio: prio, urgent: pipeline.UrgentStreams(env.Flows), tracker: tr, log: env.Log}, nil
 }
 
 // Tracker returns the sink's in-doubt bookkeeping.
@@ -137,8 +168,15 @@ func (s *Sink) Envelope(r pipeline.Record) ([]byte, error) {
 	if company == "" {
 		company = s.env.Company()
 	}
+	typ := s.cfg.MessageType
 	fields := make(map[string]any, len(r.Fields))
 	for k, v := range r.Fields {
+		if k == s.cfg.MessageTypeField && s.cfg.MessageTypeField != "" {
+			if t, ok := v.(string); ok && t != "" {
+				typ = t
+			}
+			continue
+		}
 		if k == s.cfg.CompanyField && s.cfg.CompanyField != "" {
 			if c, ok := v.(string); ok && c != "" {
 				company = c
@@ -150,16 +188,23 @@ func (s *Sink) Envelope(r pipeline.Record) ([]byte, error) {
 	if company == "" {
 		return nil, fmt.Errorf("no company for the message: set company on the sink or the fo environment, or map %s in the flow", s.cfg.CompanyField)
 	}
-	content, err := buildContent(s.mt, fields, s.cfg.AllowUnknownFields)
+	mt, ok := messageTypes[typ]
+	switch {
+	case typ == "":
+		return nil, fmt.Errorf("no message type: map %s in the flow (one of %s), or set message_type on the sink", s.cfg.MessageTypeField, strings.Join(MessageTypes(), ", "))
+	case !ok:
+		return nil, fmt.Errorf("%s %q is not a MES message type: want one of %s", s.cfg.MessageTypeField, typ, strings.Join(MessageTypes(), ", "))
+	}
+	content, err := buildContent(mt, fields, s.cfg.AllowUnknownFields)
 	if err != nil {
-		return nil, fmt.Errorf("invalid %s message: %w", s.cfg.MessageType, err)
+		return nil, fmt.Errorf("invalid %s message: %w", typ, err)
 	}
 	cb, err := json.Marshal(content)
 	if err != nil {
-		return nil, fmt.Errorf("encode %s message: %w", s.cfg.MessageType, err)
+		return nil, fmt.Errorf("encode %s message: %w", typ, err)
 	}
 	env := map[string]string{
-		"_companyId": company, "_messageQueue": s.cfg.Queue, "_messageType": s.cfg.MessageType, "_messageContent": string(cb),
+		"_companyId": company, "_messageQueue": s.cfg.Queue, "_messageType": typ, "_messageContent": string(cb),
 	}
 	b, err := json.Marshal(env)
 	if err != nil {
@@ -176,19 +221,17 @@ func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
 	switch verdict {
 	case d365.VerdictHeld:
 		if holder.State == d365.HeldParked {
-			return pipeline.Permanent(errors.New(d365.ParkedReason(s.name, d365.HeldRecord{Seq: holder.Behind, Key: holder.Key})))
+			return pipeline.Permanent(errors.New(d365.ParkedReason(r.Stream, pipeline.Hold{Seq: holder.Behind, Key: holder.Key})))
 		}
-		return pipeline.Permanent(errors.New(d365.HeldReason(s.name, holder.Seq, holder.Reason)))
+		return pipeline.Permanent(errors.New(d365.HeldReason(r.Stream, holder.Seq, holder.Reason)))
 	case d365.VerdictBlocked:
 		if _, err := s.tracker.Park(ctx, r, holder); err != nil {
 			return err
 		}
-		return pipeline.Permanent(errors.New(d365.ParkedReason(s.name, holder)))
+		return pipeline.Permanent(errors.New(d365.ParkedReason(r.Stream, holder)))
 	case d365.VerdictDelivered:
-		// F&O accepted it before the gateway stopped; ack it without a resend.
-		if err := s.tracker.Delivered(ctx, r, false); err != nil {
-			return err
-		}
+		// F&O accepted it before the gateway stopped; ack it without a
+		// resend (the ack deletes the mark in the same transaction).
 		return nil
 	case d365.VerdictInDoubt:
 		if s.cfg.InDoubt == InDoubtHold {
@@ -216,7 +259,7 @@ func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
 	if err == nil {
 		s.sent.Add(1)
 		s.health.Succeeded()
-		if err := s.tracker.Delivered(ctx, r, true); err != nil {
+		if err := s.tracker.Delivered(ctx, r); err != nil {
 			// F&O has the message; the marker still says "sending", so a
 			// restart before the ack holds it rather than resend it.
 			s.log.Warn().Err(err).Uint64(logging.FieldSeq, r.Seq).Msg("record delivery in state")
@@ -248,12 +291,20 @@ func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
 }
 
 func (s *Sink) hold(ctx context.Context, r pipeline.Record, cause string) error {
-	h, err := s.tracker.Hold(ctx, r, cause, s.cfg.MessageType)
+	h, err := s.tracker.Hold(ctx, r, cause, s.messageType(r))
 	if err != nil {
 		return fmt.Errorf("hold record in doubt: %w", err)
 	}
 	s.held.Add(1)
-	return pipeline.Permanent(errors.New(d365.HeldReason(s.name, h.Seq, h.Reason)))
+	return pipeline.Permanent(errors.New(d365.HeldReason(r.Stream, h.Seq, h.Reason)))
+}
+
+// messageType is the message type of r (for status and holds).
+func (s *Sink) messageType(r pipeline.Record) string {
+	if t, ok := r.Fields[s.cfg.MessageTypeField].(string); ok && t != "" {
+		return t
+	}
+	return s.cfg.MessageType
 }
 
 // Probe reports whether F&O and its identity platform are reachable, and
@@ -275,10 +326,21 @@ func (s *Sink) Status() map[string]any {
 	return st
 }
 
-// Close stops the sink's background work; safe to call twice.
-func (s *Sink) Close(context.Context) error {
-	s.tracker.Close()
-	return nil
+// Close releases nothing today (the tracker keeps its state in the
+// queue); safe to call twice.
+func (s *Sink) Close(context.Context) error { return nil }
+
+// streamsOf returns the streams of flows.
+func streamsOf(flows []pipeline.FlowInfo) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, f := range flows {
+		if !seen[f.Stream] {
+			seen[f.Stream] = true
+			out = append(out, f.Stream)
+		}
+	}
+	return out
 }
 
 var (

@@ -73,6 +73,10 @@ func (s *Sink) writeBatch(ctx context.Context, batch []pipeline.Record) error {
 			firstErr = firstOf(firstErr, ctx.Err())
 			break
 		}
+		// A key with records in the one-by-one fallback sends all its later
+		// records one by one as well, after those: a $batch round must
+		// never overtake them.
+		pending = moveToSingles(pending, &singles)
 		sets, next := s.plan(pending, blocked)
 		if len(sets) == 0 {
 			break
@@ -136,6 +140,29 @@ func firstOf(a, b error) error {
 func isThrottle(err error) bool {
 	var te *pipeline.ThrottleError
 	return errors.As(err, &te)
+}
+
+// moveToSingles moves the pending items of keys that have items in
+// singles to singles, and returns the rest. The singles are written one by
+// one in record order after the $batch rounds, so a key's records stay in
+// order once one of them fell back.
+func moveToSingles(pending []*item, singles *[]*item) []*item {
+	if len(*singles) == 0 {
+		return pending
+	}
+	fallback := make(map[string]bool, len(*singles))
+	for _, it := range *singles {
+		fallback[it.r.Key] = true
+	}
+	kept := pending[:0]
+	for _, it := range pending {
+		if fallback[it.r.Key] {
+			*singles = append(*singles, it)
+		} else {
+			kept = append(kept, it)
+		}
+	}
+	return kept
 }
 
 // plan groups pending items into changesets of at most changeset_size
@@ -380,12 +407,11 @@ func (s *Sink) unmark(ctx context.Context, items []*item, marked bool) {
 		return
 	}
 	for _, it := range items {
+		// A keyed entity's mark stays until its ack: a restart verifies it.
 		if it.e.path == "" {
 			if err := s.tracker.NotSent(ctx, it.r); err != nil {
 				s.log.Warn().Err(err).Uint64(logging.FieldSeq, it.r.Seq).Msg("clear in-flight marker")
 			}
-		} else {
-			s.tracker.Settled(it.r)
 		}
 	}
 }

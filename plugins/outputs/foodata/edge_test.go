@@ -58,12 +58,13 @@ func TestBatchFailureWithoutContentID(t *testing.T) {
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	_ = os.WriteFile(caFile, append(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})...), 0o600)
 	fe := d365test.Env(t, em, func(c *config.FOEnv, _ *d365.Options) { c.URL, c.CAFile = srv.URL, caFile })
-	s := newSink(t, orderConfig(ModeCreate, true), fe, d365test.Store(t))
-	err = s.Write(context.Background(), []pipeline.Record{
+	st := d365test.Store(t)
+	s := newSink(t, orderConfig(ModeCreate, true), fe, st)
+	err = s.Write(context.Background(), queued(t, st,
 		order(1, "PE1", map[string]any{"ItemNumber": "FG-1000"}),
 		order(2, "PE2", nil),
 		order(3, "PE3", map[string]any{"ItemNumber": "FG-1000"}),
-	})
+	))
 	var pe *pipeline.PartialError
 	if !errors.As(err, &pe) || len(pe.Accepted) != 2 || len(pe.Rejected) != 1 || pe.Rejected[1] == nil {
 		t.Fatalf("Write = %v; want PE1 and PE3 accepted, PE2 rejected", err)

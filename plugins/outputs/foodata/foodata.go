@@ -107,7 +107,17 @@ func init() {
 		New: func(cfg any, env pipeline.Env) (pipeline.Sink, error) {
 			return New(cfg.(*Config), env)
 		},
+		Dedups: dedups,
 	})
+}
+
+// dedups reports whether a second copy of a record leaves one entity in
+// F&O: update and upsert write by the key, and a create with the key
+// fails on the existing entity instead of adding another; a create
+// without a key adds a new entity every time.
+func dedups(cfg any) bool {
+	c, ok := cfg.(*Config)
+	return ok && (c.Mode != ModeCreate || len(c.Key) > 0)
 }
 
 // Sink writes entity records.
@@ -141,12 +151,14 @@ func New(cfg *Config, env pipeline.Env) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr, err := d365.NewTracker(env.State, env.Name, d365.TrackerOptions{
-		Log: env.Log, Gauge: fe.Metrics().InDoubt.WithLabelValues(env.Name), Now: env.Now,
-	})
-	if err != nil {
-		return nil, err
+	streams := make([]string, 0, len(env.Flows))
+	for _, f := range env.Flows {
+		streams = append(streams, f.Stream)
 	}
+	tr := d365.NewTracker(env.Records, env.Name, d365.TrackerOptions{
+		Log: env.Log, Held: fe.Metrics().InDoubt.WithLabelValues(env.Name), Parked: fe.Metrics().Parked.WithLabelValues(env.Name),
+		Now: env.Now, Streams: streams,
+	})
 	return &Sink{cfg: *cfg, name: env.Name, env: fe, prio: prio, urgent: pipeline.UrgentStreams(env.Flows), tracker: tr, log: env.Log}, nil
 }
 
@@ -258,16 +270,17 @@ func (s *Sink) preflight(ctx context.Context, r pipeline.Record, e *entity) (don
 	switch verdict {
 	case d365.VerdictHeld:
 		if holder.State == d365.HeldParked {
-			return true, pipeline.Permanent(errors.New(d365.ParkedReason(s.name, d365.HeldRecord{Seq: holder.Behind, Key: holder.Key})))
+			return true, pipeline.Permanent(errors.New(d365.ParkedReason(r.Stream, pipeline.Hold{Seq: holder.Behind, Key: holder.Key})))
 		}
-		return true, pipeline.Permanent(errors.New(d365.HeldReason(s.name, holder.Seq, holder.Reason)))
+		return true, pipeline.Permanent(errors.New(d365.HeldReason(r.Stream, holder.Seq, holder.Reason)))
 	case d365.VerdictBlocked:
 		if _, err := s.tracker.Park(ctx, r, holder); err != nil {
 			return true, err
 		}
-		return true, pipeline.Permanent(errors.New(d365.ParkedReason(s.name, holder)))
+		return true, pipeline.Permanent(errors.New(d365.ParkedReason(r.Stream, holder)))
 	case d365.VerdictDelivered:
-		return true, s.tracker.Delivered(ctx, r, false)
+		// Confirmed before the gateway stopped: the ack removes the mark.
+		return true, nil
 	case d365.VerdictInDoubt:
 		if e != nil && e.path != "" {
 			found, err := s.verify(ctx, r, e)
@@ -276,7 +289,7 @@ func (s *Sink) preflight(ctx context.Context, r pipeline.Record, e *entity) (don
 			}
 			if found {
 				s.verified.Add(1)
-				return true, s.tracker.Delivered(ctx, r, false)
+				return true, nil
 			}
 			return false, nil // not there: send it
 		}
@@ -374,8 +387,10 @@ func (s *Sink) settle(ctx context.Context, r pipeline.Record, e *entity, marked 
 	if err == nil {
 		s.written.Add(1)
 		s.health.Succeeded()
-		if marked {
-			if err := s.tracker.Delivered(ctx, r, e.path == ""); err != nil {
+		if marked && e.path == "" {
+			// A keyless entity cannot be verified after a restart: remember
+			// that F&O has it until the ack removes the mark.
+			if err := s.tracker.Delivered(ctx, r); err != nil {
 				s.log.Warn().Err(err).Uint64(logging.FieldSeq, r.Seq).Msg("record delivery in state")
 			}
 		}
@@ -390,21 +405,16 @@ func (s *Sink) settle(ctx context.Context, r pipeline.Record, e *entity, marked 
 	case pipeline.IsPermanent(err):
 		s.rejected.Add(1)
 		s.health.Failed(err)
-		switch {
-		case marked && e.path == "":
+		if marked && e.path == "" {
 			// F&O refused it: a restart must not take it for one in doubt.
 			if nerr := s.tracker.NotSent(ctx, r); nerr != nil {
 				s.log.Warn().Err(nerr).Uint64(logging.FieldSeq, r.Seq).Msg("clear in-flight marker")
 			}
-		case marked:
-			s.tracker.Settled(r)
 		}
 	case marked && e.path == "":
 		if nerr := s.tracker.NotSent(ctx, r); nerr != nil {
 			s.log.Warn().Err(nerr).Uint64(logging.FieldSeq, r.Seq).Msg("clear in-flight marker")
 		}
-	case marked:
-		s.tracker.Settled(r)
 	}
 	return err
 }
@@ -414,7 +424,7 @@ func (s *Sink) hold(ctx context.Context, r pipeline.Record, cause string) error 
 	if err != nil {
 		return fmt.Errorf("hold record in doubt: %w", err)
 	}
-	return pipeline.Permanent(errors.New(d365.HeldReason(s.name, h.Seq, h.Reason)))
+	return pipeline.Permanent(errors.New(d365.HeldReason(r.Stream, h.Seq, h.Reason)))
 }
 
 // Probe reports whether the environment is reachable and the entity set
@@ -444,11 +454,9 @@ func (s *Sink) Status() map[string]any {
 	return st
 }
 
-// Close stops the sink's background work; safe to call twice.
-func (s *Sink) Close(context.Context) error {
-	s.tracker.Close()
-	return nil
-}
+// Close releases nothing today (the tracker keeps its state in the
+// queue); safe to call twice.
+func (s *Sink) Close(context.Context) error { return nil }
 
 var (
 	_ pipeline.Sink           = (*Sink)(nil)

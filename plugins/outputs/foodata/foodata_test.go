@@ -45,6 +45,19 @@ func order(seq uint64, no string, fields map[string]any) pipeline.Record {
 }
 
 // orders returns the emulator's production orders by number.
+// queued appends recs to st in order (each to its stream) and returns
+// them with the sequences the queue gave them, as a runner leases them:
+// the sink keeps its marks and holds beside queued records.
+func queued(t *testing.T, st *queue.Store, recs ...pipeline.Record) []pipeline.Record {
+	t.Helper()
+	out := make([]pipeline.Record, len(recs))
+	for i, r := range recs {
+		r.Seq = d365test.Append(t, st, r.Stream, r)[0]
+		out[i] = r
+	}
+	return out
+}
+
 func orders(t *testing.T, em *foemu.Emulator) map[string]map[string]any {
 	t.Helper()
 	recs, err := em.Records("ProductionOrderHeaders")
@@ -70,24 +83,24 @@ func TestIntegrationWriteModes(t *testing.T) {
 				n = "2"
 			}
 			create := newSink(t, orderConfig(ModeCreate, batch), fe, st)
-			if err := create.Write(ctx, []pipeline.Record{
+			if err := create.Write(ctx, queued(t, st,
 				order(1, "PC"+n+"1", map[string]any{"ItemNumber": "FG-1000", "ScheduledQuantity": json.Number("5")}),
 				order(2, "PC"+n+"2", map[string]any{"ItemNumber": "FG-1000", "dataAreaId": "DEMF"}),
-			}); err != nil {
+			)); err != nil {
 				t.Fatalf("create: %v", err)
 			}
 			update := newSink(t, orderConfig(ModeUpdate, batch), fe, st)
-			if err := update.Write(ctx, []pipeline.Record{
+			if err := update.Write(ctx, queued(t, st,
 				order(3, "PC"+n+"1", map[string]any{"ProductionOrderStatus": "Released"}),
 				order(4, "PC"+n+"2", map[string]any{"ProductionOrderStatus": "Scheduled", "dataAreaId": "DEMF"}),
-			}); err != nil {
+			)); err != nil {
 				t.Fatalf("update: %v", err)
 			}
 			upsert := newSink(t, orderConfig(ModeUpsert, batch), fe, st)
-			if err := upsert.Write(ctx, []pipeline.Record{
+			if err := upsert.Write(ctx, queued(t, st,
 				order(5, "PC"+n+"1", map[string]any{"ItemNumber": "FG-1000", "ScheduledQuantity": json.Number("8")}),
 				order(6, "PC"+n+"3", map[string]any{"ItemNumber": "FG-1000", "ScheduledQuantity": json.Number("9")}),
-			}); err != nil {
+			)); err != nil {
 				t.Fatalf("upsert: %v", err)
 			}
 			got := orders(t, em)
@@ -161,7 +174,7 @@ func TestIntegrationBatchThrottledChangeset(t *testing.T) {
 	for i := range 6 {
 		recs = append(recs, order(uint64(i+1), fmt.Sprintf("PT%02d", i), map[string]any{"ItemNumber": "FG-1000"}))
 	}
-	err := s.Write(context.Background(), recs)
+	err := s.Write(context.Background(), queued(t, st, recs...))
 	var pe *pipeline.PartialError
 	var te *pipeline.ThrottleError
 	if !errors.As(err, &pe) || !errors.As(err, &te) || len(pe.Accepted) != 3 || len(pe.Rejected) != 0 {
@@ -181,12 +194,12 @@ func TestIntegrationInDoubtVerifiedByKey(t *testing.T) {
 	st := d365test.Store(t)
 	ctx := context.Background()
 	s := newSink(t, orderConfig(ModeCreate, false), fe, st)
-	there := order(1, "PD01", map[string]any{"ItemNumber": "FG-1000"})
+	recs := queued(t, st, order(1, "PD01", map[string]any{"ItemNumber": "FG-1000"}), order(2, "PD02", map[string]any{"ItemNumber": "FG-1000"}))
+	there, absent := recs[0], recs[1]
 	if err := s.Write(ctx, []pipeline.Record{there}); err != nil {
 		t.Fatal(err)
 	}
 	// As after a crash: both records were marked in flight; one reached F&O.
-	absent := order(2, "PD02", map[string]any{"ItemNumber": "FG-1000"})
 	for _, r := range []pipeline.Record{there, absent} {
 		if err := s.tracker.Sending(ctx, r); err != nil {
 			t.Fatal(err)
@@ -220,17 +233,18 @@ func TestIntegrationKeylessInDoubtIsHeld(t *testing.T) {
 	cfg := &Config{Env: "test", Entity: "InventoryCountingJournalLines", Mode: ModeCreate, CompanyField: "dataAreaId", InDoubt: "hold", Batch: Batch{ChangesetSize: 10}}
 	s := newSink(t, cfg, fe, st)
 	line := func(seq uint64, journal string) pipeline.Record {
-		return pipeline.Record{Stream: "f.count", Seq: seq, Key: journal, Fields: map[string]any{"JournalNumber": journal, "ItemNumber": "RM-2000", "CountedQuantity": json.Number(fmt.Sprint(seq))}}
+		return pipeline.Record{Stream: "f.orders", Seq: seq, Key: journal, Fields: map[string]any{"JournalNumber": journal, "ItemNumber": "RM-2000", "CountedQuantity": json.Number(fmt.Sprint(seq))}}
 	}
-	if err := s.tracker.Sending(ctx, line(1, "J1")); err != nil {
+	batch := queued(t, st, line(1, "J1"), line(2, "J1"), line(3, "J2"))
+	if err := s.tracker.Sending(ctx, batch[0]); err != nil {
 		t.Fatal(err)
 	}
-	err := s.Write(ctx, []pipeline.Record{line(1, "J1"), line(2, "J1"), line(3, "J2")})
+	err := s.Write(ctx, batch)
 	var pe *pipeline.PartialError
 	if !errors.As(err, &pe) || len(pe.Accepted) != 1 || pe.Accepted[0] != 2 || len(pe.Rejected) != 2 {
 		t.Fatalf("Write = %v; want J2 delivered, J1's two records set aside", err)
 	}
-	if !strings.HasPrefix(pe.Rejected[0].Error(), d365.ReasonHeldPrefix) || !strings.Contains(pe.Rejected[0].Error(), "plantgate queue release --sink orders --seq 1") {
+	if !strings.HasPrefix(pe.Rejected[0].Error(), d365.ReasonHeldPrefix) || !strings.Contains(pe.Rejected[0].Error(), "plantgate queue release --stream f.orders --seq 1") {
 		t.Errorf("held reason %q", pe.Rejected[0])
 	}
 	if !strings.HasPrefix(pe.Rejected[1].Error(), d365.ReasonParkedPrefix) {
@@ -254,7 +268,7 @@ func TestIntegrationForbidden(t *testing.T) {
 	if err := em.SetFaults(foemu.Faults{Rules: []foemu.FaultRule{{Route: foemu.RouteOData, ErrorRate: 1, ErrorStatus: 403}}}); err != nil {
 		t.Fatal(err)
 	}
-	err := s.Write(ctx, []pipeline.Record{order(1, "PF01", map[string]any{"ItemNumber": "FG-1000"})})
+	err := s.Write(ctx, queued(t, st, order(1, "PF01", map[string]any{"ItemNumber": "FG-1000"})))
 	if !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "403 Forbidden") {
 		t.Fatalf("Write = %v; want a permanent 403", err)
 	}
@@ -267,7 +281,7 @@ func TestIntegrationForbidden(t *testing.T) {
 	if err := em.SetFaults(foemu.Faults{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Write(ctx, []pipeline.Record{order(2, "PF02", map[string]any{"ItemNumber": "FG-1000"})}); err != nil {
+	if err := s.Write(ctx, queued(t, st, order(2, "PF02", map[string]any{"ItemNumber": "FG-1000"}))); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Probe(ctx); err != nil {

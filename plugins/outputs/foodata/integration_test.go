@@ -212,8 +212,35 @@ func testThrottling(t *testing.T, n int) {
 		recs = append(recs, lineRecord(j, want[j]))
 	}
 	d365test.Append(t, st, stream, recs...)
+	// The limiter wins its rate back as requests succeed: watch its lowest.
+	startRate, minRate := fe.Limiter().Rate(), fe.Limiter().Rate()
+	stopWatch, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			minRate = min(minRate, fe.Limiter().Rate())
+			select {
+			case <-stopWatch:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
 	d365test.Runner(t, st, stream, s, flow.RunnerConfig{MaxBatch: 10, Parallelism: 8})
 	d365test.Drained(t, st, stream, time.Duration(n/60*2+30)*time.Second)
+	close(stopWatch)
+	<-watched
+	if c := em.Stats().Count(foemu.RouteOData, http.StatusTooManyRequests); c == 0 {
+		t.Error("the emulator answered no 429: the test did not throttle")
+	}
+	if th := fe.Limiter().Status().Throttled; th == 0 {
+		t.Error("the limiter saw no 429")
+	}
+	if minRate >= startRate {
+		t.Errorf("the limiter never slowed down: lowest rate %.1f/s, start %.1f/s", minRate, startRate)
+	}
 	got, total := journalLines(t, em)
 	if total != n {
 		t.Errorf("%d lines in F&O, want %d", total, n)
@@ -223,5 +250,5 @@ func testThrottling(t *testing.T, n int) {
 		t.Errorf("%d dead letters, first: %s", len(dead), dead[0].Reason)
 	}
 	cs := em.Stats().Clients[foemu.DefaultClientID]
-	t.Logf("%d records, %d requests, %d answered 429; limiter now %.1f/s", n, cs.Requests, cs.Throttled, fe.Limiter().Rate())
+	t.Logf("%d records, %d requests, %d answered 429; limiter from %.1f/s down to %.1f/s, now %.1f/s", n, cs.Requests, cs.Throttled, startRate, minRate, fe.Limiter().Rate())
 }
