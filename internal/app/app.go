@@ -82,6 +82,7 @@ func QueueOptions(cfg *config.Config, log zerolog.Logger) queue.Options {
 	q := cfg.Gateway.Queue
 	o := queue.Options{
 		MaxBytes: int64(q.MaxBytes), StreamMaxBytes: int64(q.StreamMaxBytes), MaxRecordBytes: int(q.MaxRecordBytes),
+		DeadMaxBytes: int64(q.DeadMaxBytes), DeadRetention: q.DeadRetention.D(),
 		DedupWindow: q.DedupWindow.D(), LeaseTimeout: q.LeaseTimeout.D(), CommitMaxRecords: q.CommitMaxRecords,
 		CommitMaxDelay: q.CommitMaxDelay.D(), CompactMinBytes: int64(q.CompactMinBytes), Log: log,
 	}

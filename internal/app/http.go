@@ -74,7 +74,8 @@ func (a *App) healthz(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "queue not open"})
 		return
 	}
-	if _, _, err := a.store.GetState("gateway", "healthz"); err != nil {
+	// Memory only: an unauthenticated probe must not cost a disk write.
+	if err := a.store.Healthy(); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "queue not usable", "error": err.Error()})
 		return
 	}

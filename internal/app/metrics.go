@@ -1,6 +1,8 @@
 package app
 
 import (
+	"strings"
+
 	"github.com/plantgate/plantgate/internal/metrics"
 
 	"github.com/plantgate/plantgate/internal/queue"
@@ -10,6 +12,7 @@ import (
 type queueCollector struct {
 	s                                              *queue.Store
 	records, bytes, dead, oldest, file, maxB, full *metrics.Desc
+	used, deadBytes, deadMax, deadExpired          *metrics.Desc
 }
 
 func newQueueCollector(s *queue.Store) *queueCollector {
@@ -21,12 +24,17 @@ func newQueueCollector(s *queue.Store) *queueCollector {
 		oldest:  metrics.NewDesc("plantgate_queue_oldest_record_age_seconds", "Age of the oldest waiting record.", l, nil),
 		file:    metrics.NewDesc("plantgate_queue_file_bytes", "Size of the queue file.", nil, nil),
 		maxB:    metrics.NewDesc("plantgate_queue_max_bytes", "Queue quota (0: none).", nil, nil),
-		full:    metrics.NewDesc("plantgate_queue_full", "1 while the quota is reached and sources are held back.", nil, nil),
+		full: metrics.NewDesc("plantgate_queue_full", "1 while a quota is reached and sources are held back, with the quota as reason "+
+			"(max_bytes, dead_max_bytes, stream_max_bytes, waiting).", []string{"reason"}, nil),
+		used:        metrics.NewDesc("plantgate_queue_used_bytes", "Bytes in use in the queue file (records, dead letters, ids, state), against max_bytes.", nil, nil),
+		deadBytes:   metrics.NewDesc("plantgate_queue_dead_bytes", "Bytes of dead letters over all streams, against dead_max_bytes.", nil, nil),
+		deadMax:     metrics.NewDesc("plantgate_queue_dead_max_bytes", "Dead-letter quota (dead_max_bytes).", nil, nil),
+		deadExpired: metrics.NewDesc("plantgate_queue_dead_expired_total", "Dead letters removed by dead_retention since start.", nil, nil),
 	}
 }
 
 func (c *queueCollector) Describe(ch chan<- *metrics.Desc) {
-	for _, d := range []*metrics.Desc{c.records, c.bytes, c.dead, c.oldest, c.file, c.maxB, c.full} {
+	for _, d := range []*metrics.Desc{c.records, c.bytes, c.dead, c.oldest, c.file, c.maxB, c.full, c.used, c.deadBytes, c.deadMax, c.deadExpired} {
 		ch <- d
 	}
 }
@@ -45,11 +53,27 @@ func (c *queueCollector) Collect(ch chan<- metrics.Metric) {
 	}
 	ch <- metrics.MustNewConstMetric(c.file, metrics.GaugeValue, float64(st.FileBytes))
 	ch <- metrics.MustNewConstMetric(c.maxB, metrics.GaugeValue, float64(st.MaxBytes))
-	full := 0.0
-	if st.Full {
-		full = 1
+	ch <- metrics.MustNewConstMetric(c.used, metrics.GaugeValue, float64(st.UsedBytes))
+	ch <- metrics.MustNewConstMetric(c.deadBytes, metrics.GaugeValue, float64(st.DeadBytes))
+	ch <- metrics.MustNewConstMetric(c.deadMax, metrics.GaugeValue, float64(st.DeadMaxBytes))
+	ch <- metrics.MustNewConstMetric(c.deadExpired, metrics.CounterValue, float64(st.DeadExpired))
+	for _, reason := range []string{"max_bytes", "dead_max_bytes", "stream_max_bytes", "waiting"} {
+		v := 0.0
+		if st.Full && fullReason(st.FullReason) == reason {
+			v = 1
+		}
+		ch <- metrics.MustNewConstMetric(c.full, metrics.GaugeValue, v, reason)
 	}
-	ch <- metrics.MustNewConstMetric(c.full, metrics.GaugeValue, full)
+}
+
+// fullReason names the quota of a Stats.FullReason.
+func fullReason(why string) string {
+	for _, q := range []string{"dead_max_bytes", "stream_max_bytes", "max_bytes"} {
+		if strings.Contains(why, "("+q+")") {
+			return q
+		}
+	}
+	return "waiting"
 }
 
 // componentCollector exposes plantgate_component_up.

@@ -378,7 +378,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantQueue := config.Queue{
-		MaxBytes: 2 << 30, OnFull: "block", MaxRecordBytes: 1 << 20,
+		MaxBytes: 2 << 30, DeadMaxBytes: 512 << 20, OnFull: "block", MaxRecordBytes: 1 << 20,
 		DedupWindow: config.Duration(24 * 3600e9), LeaseTimeout: config.Duration(120e9),
 		CommitMaxRecords: 1000, CommitMaxDelay: 0, CompactMinBytes: 256 << 20,
 	}

@@ -48,8 +48,19 @@ type Gateway struct {
 
 // Queue configures the bbolt queue.
 type Queue struct {
-	// MaxBytes is the total payload quota over all streams. Default 2GiB.
+	// MaxBytes is the quota of the queue file: everything in use in it
+	// (pending records, dead letters, idempotency keys, state), measured
+	// after every commit. When reached, sources stop acknowledging.
+	// Default 2GiB.
 	MaxBytes Size `yaml:"max_bytes" default:"2GiB"`
+	// DeadMaxBytes caps the dead letters; when reached, sources stop
+	// acknowledging as for a full queue (status and plantgate_queue_full
+	// say why) until dead letters are replayed or purged. 0: dead letters
+	// may use all of max_bytes.
+	DeadMaxBytes Size `yaml:"dead_max_bytes" default:"512MiB"`
+	// DeadRetention removes dead letters older than this, logging how many
+	// (never held ones). 0 keeps them until replayed or purged.
+	DeadRetention Duration `yaml:"dead_retention" default:"0s"`
 	// StreamMaxBytes is the quota of a single stream; 0 means only MaxBytes applies.
 	StreamMaxBytes Size `yaml:"stream_max_bytes" default:"0"`
 	// OnFull is what an append does when a quota is reached: "block" (wait

@@ -313,7 +313,7 @@ func TestNetworkFailuresBeforeTheRequestLeft(t *testing.T) {
 		want  string
 	}{
 		{name: "connection refused", mode: "refuse", want: "connection refused"},
-		{name: "closed before TLS", mode: proxyCloseEarly, want: "EOF"},
+		{name: "closed before TLS", mode: proxyCloseEarly, want: "EOF|connection reset"},
 		{name: "untrusted certificate", mode: proxyBadCert, want: "certificate"},
 		{name: "DNS failure", mode: proxyForward, setup: func(c *config.FOEnv) { c.URL = "https://fo-does-not-exist.invalid" }, want: "no such host"},
 	} {
@@ -346,7 +346,11 @@ func TestNetworkFailuresBeforeTheRequestLeft(t *testing.T) {
 			if IsInDoubt(err) || pipeline.IsPermanent(err) {
 				t.Errorf("%v; want a transient failure that is not in doubt", err)
 			}
-			if !strings.Contains(err.Error(), tc.want) {
+			named := false
+			for _, w := range strings.Split(tc.want, "|") {
+				named = named || strings.Contains(err.Error(), w)
+			}
+			if !named {
 				t.Errorf("reason %q does not name %q", err, tc.want)
 			}
 		})

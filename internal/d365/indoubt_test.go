@@ -1,6 +1,7 @@
 package d365
 
 import (
+	"bytes"
 	"context"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/plantgate/plantgate/internal/metrics"
 	"github.com/plantgate/plantgate/internal/pipeline"
 	"github.com/plantgate/plantgate/internal/queue"
 )
@@ -81,9 +83,21 @@ func TestTracker(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(tr, r3, VerdictDelivered) // another key is not blocked
-	tr = open()
+	reg := metrics.NewRegistry()
+	m := NewMetrics(reg)
+	tr = NewTracker(s, "mes", TrackerOptions{Streams: []string{"f.mes"}, Held: m.InDoubt.WithLabelValues("mes"), Parked: m.Parked.WithLabelValues("mes")})
 	if held, parked := tr.Counts(); held != 1 || parked != 1 {
 		t.Fatalf("counts after reopen = %d held, %d parked", held, parked)
+	}
+	// The in-doubt gauge counts held records only; parked ones have their own.
+	var buf bytes.Buffer
+	if err := reg.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`plantgate_fo_in_doubt_records{sink="mes"} 1`, `plantgate_fo_parked_records{sink="mes"} 1`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("metrics lack %s:\n%s", want, buf.String())
+		}
 	}
 	if got := check(tr, r1, VerdictHeld); got.State != HeldInDoubt || got.Reason != "timeout" || got.Sink != "mes" {
 		t.Errorf("held record %+v", got)

@@ -388,18 +388,13 @@ func TestDMFReferencePackage(t *testing.T) {
 	}
 }
 
-// referencePackagePath finds Microsoft's sample package in the shared
-// folder beside the repository (../shared from the project root), or in
-// $PLANTGATE_SHARED.
+// referencePackagePath is the package F&O exported that the repository
+// keeps in internal/foemu/dmfpkg/testdata (see the README there).
 func referencePackagePath(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("PLANTGATE_SHARED")
-	if dir == "" {
-		dir = filepath.Join(filepath.Dir(repoRoot(t)), "shared")
-	}
-	p := filepath.Join(dir, "reference", "dmf", "usmf_asset-major-types-01.zip")
+	p := filepath.Join(repoRoot(t), "internal", "foemu", "dmfpkg", "testdata", "usmf_asset-major-types-01.zip")
 	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("the F&O reference package is missing (set PLANTGATE_SHARED to the shared folder): %v", err)
+		t.Fatalf("the F&O reference package is missing: %v", err)
 	}
 	return p
 }

@@ -148,6 +148,17 @@ type FlowInfo struct {
 	Fields []string
 }
 
+// UrgentFlows returns the names of the urgent flows among flows.
+func UrgentFlows(flows []FlowInfo) map[string]bool {
+	out := map[string]bool{}
+	for _, f := range flows {
+		if f.Urgent {
+			out[f.Name] = true
+		}
+	}
+	return out
+}
+
 // UrgentStreams returns the streams of the urgent flows among flows.
 func UrgentStreams(flows []FlowInfo) map[string]bool {
 	out := map[string]bool{}

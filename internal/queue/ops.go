@@ -55,9 +55,10 @@ const (
 	MaxKeyBytes = 1024
 )
 
-// maxKeptFirstVersion bounds the first version's fields kept beside an
-// idempotency key, so a conflict can show both versions.
-const maxKeptFirstVersion = 2048
+// maxKeptFirstVersion bounds the first version kept beside an idempotency
+// key (a MES message fits), so a conflict can show both versions while the
+// keys of a day of messages stay small against the quota.
+const maxKeptFirstVersion = 512
 
 // ValidateEntry reports why an entry can never be stored (a name, ID,
 // key or size over the limits), or nil. Append fails whole for such an

@@ -279,3 +279,21 @@ func dirOf(p string) string {
 	}
 	return "."
 }
+
+// Healthy reports whether the store can take writes: it is open and its
+// last commit did not fail. It reads only memory, so it is cheap enough
+// for a liveness probe.
+func (s *Store) Healthy() error {
+	if s.isClosed.Load() {
+		return ErrClosed
+	}
+	if s.reqs == nil {
+		return fmt.Errorf("queue opened read-only")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastErr != nil {
+		return fmt.Errorf("the last commit failed: %w", s.lastErr)
+	}
+	return nil
+}

@@ -12,31 +12,13 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// referencePackage returns the F&O-exported sample package kept in the
-// shared folder beside the repository (../shared from the project root), or
-// in $PLANTGATE_SHARED.
+// referencePackage returns the package F&O exported that the repository
+// keeps in testdata (see testdata/README.md).
 func referencePackage(t testing.TB) []byte {
 	t.Helper()
-	dir := os.Getenv("PLANTGATE_SHARED")
-	if dir == "" {
-		wd, err := os.Getwd()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for d := wd; ; d = filepath.Dir(d) {
-			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-				dir = filepath.Join(filepath.Dir(d), "shared")
-				break
-			}
-			if filepath.Dir(d) == d {
-				t.Fatal("go.mod not found above the test directory")
-			}
-		}
-	}
-	p := filepath.Join(dir, "reference", "dmf", "usmf_asset-major-types-01.zip")
-	b, err := os.ReadFile(p)
+	b, err := os.ReadFile(filepath.Join("testdata", "usmf_asset-major-types-01.zip"))
 	if err != nil {
-		t.Fatalf("read the reference package (set PLANTGATE_SHARED to the shared folder): %v", err)
+		t.Fatalf("read the reference package: %v", err)
 	}
 	return b
 }

@@ -175,7 +175,9 @@ func TestIntegrationMosquittoBackPressure(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "q.db")
 	cfg := clientConfig(m, "pg-full", "full/#")
 	cfg.MaxInFlight, cfg.BatchMax, cfg.PauseAfter = 50, 20, 300*time.Millisecond
-	qo := queue.Options{MaxBytes: 60_000}
+	// The quota covers everything in the file, the idempotency keys of all
+	// 2000 messages (kept for the dedup window) included.
+	qo := queue.Options{MaxBytes: 1_500_000}
 	g := newGateway(t, path, cfg, qo).start()
 	g.waitSubscribed()
 	newPublisher(t, m.url(), "pub-full").send("full/a", 1, "f", 0, total)

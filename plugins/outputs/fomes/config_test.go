@@ -31,16 +31,16 @@ sinks:
 	}
 	// The gateway hands each sink the flows routed to it (app.FlowsOf).
 	s := &Sink{cfg: *cfg.Sinks["mes"].Settings.(*Config), prio: d365.PriorityNormal,
-		urgent: pipeline.UrgentStreams(app.FlowsOf(cfg, "sink", "mes"))}
-	if p := s.priority(pipeline.Record{Stream: "urgent.mes"}); p != d365.PriorityHigh {
+		urgent: pipeline.UrgentFlows(app.FlowsOf(cfg, "sink", "mes"))}
+	if p := s.priority(pipeline.Record{Stream: "mes", Flow: "urgent"}); p != d365.PriorityHigh {
 		t.Errorf("urgent flow: priority %v, want high", p)
 	}
-	if p := s.priority(pipeline.Record{Stream: "routine.mes"}); p != d365.PriorityNormal {
+	if p := s.priority(pipeline.Record{Stream: "mes", Flow: "routine"}); p != d365.PriorityNormal {
 		t.Errorf("routine flow: priority %v, want normal", p)
 	}
 	low := &Sink{cfg: *cfg.Sinks["mes-low"].Settings.(*Config), prio: d365.PriorityLow,
-		urgent: pipeline.UrgentStreams(app.FlowsOf(cfg, "sink", "mes-low"))}
-	if p := low.priority(pipeline.Record{Stream: "urgent.mes-low"}); p != d365.PriorityLow {
+		urgent: pipeline.UrgentFlows(app.FlowsOf(cfg, "sink", "mes-low"))}
+	if p := low.priority(pipeline.Record{Stream: "mes-low", Flow: "urgent"}); p != d365.PriorityLow {
 		t.Errorf("sink priority low: %v", p)
 	}
 }

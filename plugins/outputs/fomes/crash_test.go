@@ -296,7 +296,7 @@ func testSIGKILL(t *testing.T, kills, nLines, nMsgs int) {
 		}
 		lastOf[m.ProductionOrder] = c.StartedQuantity
 	}
-	dead, _ := s.ListDead("starts.starts", 0, 0)
+	dead, _ := s.ListDead("starts", 0, 0) // fo.mes: one stream per sink
 	set := map[string]bool{}
 	for _, d := range dead {
 		if !strings.HasPrefix(d.Reason, d365.ReasonHeldPrefix) && !strings.HasPrefix(d.Reason, d365.ReasonParkedPrefix) {

@@ -111,7 +111,7 @@ type Sink struct {
 	name    string
 	env     *d365.Env
 	prio    d365.Priority
-	urgent  map[string]bool // streams of urgent flows
+	urgent  map[string]bool // names of urgent flows
 	tracker *d365.Tracker
 	log     zerolog.Logger
 
@@ -141,14 +141,15 @@ func New(cfg *Config, env pipeline.Env) (*Sink, error) {
 		Log: env.Log, Held: fe.Metrics().InDoubt.WithLabelValues(env.Name), Parked: fe.Metrics().Parked.WithLabelValues(env.Name),
 		Now: env.Now, Streams: streamsOf(env.Flows),
 	})
-	return &Sink{cfg: *cfg, name: env.Name, env: fe, prio: prio, urgent: pipeline.UrgentStreams(env.Flows), tracker: tr, log: env.Log}, nil
+	return &Sink{cfg: *cfg, name: env.Name, env: fe, prio: prio, urgent: pipeline.UrgentFlows(env.Flows), tracker: tr, log: env.Log}, nil
 }
 
 // Tracker returns the sink's in-doubt bookkeeping.
 func (s *Sink) Tracker() *d365.Tracker { return s.tracker }
 
 func (s *Sink) priority(r pipeline.Record) d365.Priority {
-	if s.cfg.Priority == "" && s.urgent[r.Stream] {
+	// The flow, not the stream: all flows to the sink share its stream.
+	if s.cfg.Priority == "" && s.urgent[r.Flow] {
 		return d365.PriorityHigh
 	}
 	return s.prio
