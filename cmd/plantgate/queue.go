@@ -289,7 +289,7 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 // gateway's file and must never create one (a mistyped path would
 // otherwise show an empty queue).
 func queueFileExists(path string, fromConfig bool, cfgPath string, stderr io.Writer) bool {
-	fi, err := os.Stat(path)
+	fi, err := os.Stat(path) //nolint:gosec // the operator names the queue file (--queue or the config's data_dir)
 	where := "check --queue"
 	if fromConfig {
 		where = "check gateway.data_dir in " + cfgPath + ", or give the file with --queue"

@@ -39,7 +39,7 @@ const (
 type netProxy struct {
 	t      testing.TB
 	addr   string
-	target string
+	target atomic.Value // string: set once the upstream listens
 	mode   atomic.Value // string
 	cert   tls.Certificate
 
@@ -181,7 +181,8 @@ func (p *netProxy) handle(c net.Conn) {
 		_ = tc.Handshake()
 		return
 	}
-	up, err := net.Dial("tcp", p.target)
+	target, _ := p.target.Load().(string)
+	up, err := net.Dial("tcp", target)
 	if err != nil {
 		return
 	}
@@ -265,7 +266,7 @@ func proxiedEmulator(t *testing.T) (*foemu.Emulator, *netProxy) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.target = ln.Addr().String()
+	p.target.Store(ln.Addr().String())
 	if err := em.Start(ln); err != nil {
 		t.Fatal(err)
 	}

@@ -213,12 +213,12 @@ func (r *Runner) remap(recs []pipeline.Record) []pipeline.Record {
 // the records stay leased meanwhile, so nothing else delivers them.
 func (r *Runner) finishDead(dead []queue.Dead) {
 	for {
-		if err := r.finish(nil, dead); err == nil {
+		err := r.finish(nil, dead)
+		if err == nil {
 			return
-		} else {
-			r.log.Error().Err(err).Msg("record delivery outcome")
 		}
-		time.Sleep(time.Second)
+		r.log.Error().Err(err).Msg("record delivery outcome")
+		_ = backoff.Wait(context.Background(), time.Second)
 	}
 }
 

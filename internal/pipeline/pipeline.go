@@ -48,7 +48,8 @@ type Record struct {
 	Fields map[string]any
 	// Meta is the source metadata of the original message.
 	Meta map[string]any
-	// Raw is the original message bytes, when the flow keeps them.
+	// Raw is the source message's bytes: a dead letter keeps them, and a
+	// replay maps them again through the flow's current config.
 	Raw []byte
 	// Attempts counts previous delivery attempts in this process.
 	Attempts int

@@ -613,16 +613,19 @@ func (s *Store) AddDead(ctx context.Context, stream string, recs []pipeline.Reco
 	if !validName(stream) {
 		return 0, fmt.Errorf("%w: stream %q", ErrBadName, stream)
 	}
+	if len(reasons) != len(recs) {
+		return 0, fmt.Errorf("add dead letters: %d records and %d reasons", len(recs), len(reasons))
+	}
 	now := s.o.Now()
 	enc := make([][]byte, len(recs))
 	var size int64
-	for i := range recs {
+	for i, why := range reasons {
 		r := recs[i]
 		if len(r.ID) > MaxIDBytes {
 			r.ID = ""
 		}
 		env := envelopeOf(&r, now)
-		env.Reason, env.DeadAt = reasons[i], now.UnixNano()
+		env.Reason, env.DeadAt = why, now.UnixNano()
 		b, err := encodeEnvelope(env)
 		if err != nil {
 			return 0, err
@@ -982,8 +985,12 @@ func (s *Store) expireDead() {
 			cur := deadB.Cursor()
 			for k, v := cur.First(); k != nil && budget > 0; k, v = cur.Next() {
 				env, err := decodeEnvelope(v)
-				if err != nil || env.DeadAt >= cut {
+				if err != nil {
 					continue
+				}
+				if env.DeadAt >= cut {
+					// Dead letters are numbered as they die: the rest are newer.
+					break
 				}
 				if hb := b.Bucket(bucketHeld); hb != nil && env.OrigSeq != 0 && hb.Get(itob(env.OrigSeq)) != nil {
 					continue // in doubt: an operator decides, never the clock

@@ -298,7 +298,7 @@ func verifyAfterCut(t *testing.T, path string, l *cutLedger) cutOutcome {
 	}
 	if !ok {
 		if o.broken == nil {
-			o.broken = fmt.Errorf("verifier failed (%v): %s", err, lastLines(stderr.String(), 8))
+			o.broken = fmt.Errorf("verifier failed (%w): %s", err, lastLines(stderr.String(), 8))
 		}
 		return o
 	}

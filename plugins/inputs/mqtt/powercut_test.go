@@ -112,7 +112,7 @@ func verifyQueueAfterCut(t *testing.T, path string) queueAfterCut {
 	}
 	if !ok && q.broken == nil {
 		ls := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-		q.broken = fmt.Errorf("verifier failed (%v): %s", err, strings.Join(ls[max(0, len(ls)-8):], "\n"))
+		q.broken = fmt.Errorf("verifier failed (%w): %s", err, strings.Join(ls[max(0, len(ls)-8):], "\n"))
 	}
 	return q
 }

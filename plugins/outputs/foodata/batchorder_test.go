@@ -25,14 +25,16 @@ func TestBatchSinglesKeepKeyOrder(t *testing.T) {
 	fe := d365test.Env(t, em)
 	cfg := lineConfig()
 	cfg.Batch = Batch{Enabled: true, ChangesetSize: 3}
-	s := newSink(t, cfg, fe, d365test.Store(t))
+	st := d365test.Store(t)
+	s := newSink(t, cfg, fe, st)
 	recs := []pipeline.Record{
 		lineRecord("PK1", 1), lineRecord("A", 1), lineRecord("PK1", 2), lineRecord("B", 1),
 		lineRecord("PK1", 3), lineRecord("PK1", 4), lineRecord("A", 2),
 	}
 	for i := range recs {
-		recs[i].Stream, recs[i].Seq = "count.lines", uint64(i+1)
+		recs[i].Stream = "count.lines"
 	}
+	recs = queued(t, st, recs...)
 	if err := s.Write(context.Background(), recs); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
