@@ -262,7 +262,8 @@ func (f *FS) mount() {
 	if f.cmd != nil {
 		f.t.Fatal("lazyfs: already mounted")
 	}
-	cmd := exec.Command(f.bin, f.mnt, //nolint:gosec // the test's own LazyFS build and temp dirs "--config-path", f.conf,
+	//nolint:gosec // the test's own LazyFS build and temp dirs
+	cmd := exec.Command(f.bin, f.mnt, "--config-path", f.conf,
 		"-o", "allow_other", "-o", "modules=subdir", "-o", "subdir="+f.root, "-f")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
