@@ -231,6 +231,18 @@ func (a *App) Run(ctx context.Context) error {
 				continue // a sink's shared stream: one runner for all its flows
 			}
 			started[stream] = true
+			if ss, ok := a.sinks[sn].(pipeline.StreamSink); ok {
+				// The sink drives its stream itself (DMF batches).
+				q := store.StreamQueue(stream, flow.SinkStateScope(sn), a.router.Remap)
+				runnersWG.Add(1)
+				go func() {
+					defer runnersWG.Done()
+					if err := ss.RunStream(runCtx, stream, q); err != nil {
+						a.log.Error().Err(err).Str(logging.FieldStream, stream).Msg("stream sink stopped")
+					}
+				}()
+				continue
+			}
 			rlog := logging.Component(a.log, "runner", pc.Type, sn)
 			if stream == flow.StreamName(fl.Name, sn) {
 				rlog = rlog.With().Str(logging.FieldFlow, fl.Name).Logger()
@@ -367,14 +379,16 @@ func streamOf(cfg *config.Config, fn, sink string) string {
 
 func (a *App) env(kind, name, typ, scope string) pipeline.Env {
 	return pipeline.Env{
-		Flows:   FlowsOf(a.cfg, kind, name),
-		Name:    name,
-		Log:     logging.Component(a.log, kind, typ, name),
-		Metrics: a.reg,
-		Now:     time.Now,
-		State:   a.store.Scope(scope),
-		Records: a.store,
-		Resolve: a.resolve,
+		Flows:     FlowsOf(a.cfg, kind, name),
+		Name:      name,
+		Log:       logging.Component(a.log, kind, typ, name),
+		Metrics:   a.reg,
+		Now:       time.Now,
+		State:     a.store.Scope(scope),
+		Records:   a.store,
+		DataDir:   filepath.Join(a.cfg.Gateway.DataDir, kind+"s", name),
+		GatewayID: a.cfg.Gateway.ID,
+		Resolve:   a.resolve,
 	}
 }
 

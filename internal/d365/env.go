@@ -67,6 +67,9 @@ type Env struct {
 	log     zerolog.Logger
 	now     func() time.Time
 
+	importOnce sync.Once
+	importLock *ImportLock
+
 	mu          sync.Mutex
 	tokenErr    string
 	lastOK      time.Time

@@ -250,11 +250,16 @@ type DMFConfig struct {
 	// Blob selects the blob store that holds packages.
 	Blob BlobConfig `yaml:"blob" json:"blob"`
 	// SASLifetime is the validity of the SAS URLs the emulator issues
-	// (default 1h).
+	// (default 35m). F&O does not document its window; a GetAzureWriteUrl
+	// URL seen in a bug report ran from st to se 35 minutes. An expired
+	// upload URL is refused by the blob endpoint (Azurite checks it itself),
+	// and an expired packageUrl fails ImportFromPackage.
 	SASLifetime Duration `yaml:"sas_lifetime" json:"sas_lifetime"`
-	// NotFoundWindow is how long after ImportFromPackage the status call
-	// answers 400 "... were not found", before the batch job has created
-	// the execution (default 1s; 0 disables).
+	// NotFoundWindow is how long after ImportFromPackage the calls naming
+	// the execution (GetExecutionSummaryStatus, GetExecutionErrors, the
+	// error file actions, GetExecutionSummaryPageUrl) answer 400 "... were
+	// not found", before the batch job has created the execution (default
+	// 1s; 0 disables).
 	NotFoundWindow Duration `yaml:"not_found_window" json:"not_found_window"`
 	// QueuedTime is how long an execution stays NotRun (default 1s).
 	QueuedTime Duration `yaml:"queued_time" json:"queued_time"`
@@ -268,6 +273,14 @@ type DMFConfig struct {
 	// not import again), reimport (import the package again under the same
 	// id) or reject (answer 400).
 	ReusedExecutionID string `yaml:"reused_execution_id" json:"reused_execution_id"`
+	// ParallelImports decides what happens to an ImportFromPackage that
+	// arrives while another execution (of any client) is still NotRun or
+	// Executing: fail (default; F&O documents that ImportFromPackage must
+	// not be called from parallel threads, and simultaneous imports were
+	// reported to fail with duplicate keys) accepts it and returns its
+	// executionId, then ends it Failed with a duplicate-key error in
+	// staging, importing nothing; allow runs it normally.
+	ParallelImports string `yaml:"parallel_imports" json:"parallel_imports"`
 	// MissingEntityMap decides what an entity without EntityMapList does:
 	// fail (default) or succeed_empty (Succeeded with 0 records, which is
 	// what F&O has been reported to do).
@@ -275,6 +288,16 @@ type DMFConfig struct {
 	// MaxPackageBytes bounds a package download (default 1 GiB).
 	MaxPackageBytes int64 `yaml:"max_package_bytes" json:"max_package_bytes"`
 }
+
+// DefaultSASLifetime is the default dmf.sas_lifetime: F&O's SAS URLs have
+// been seen to expire after 35 minutes (the window is not documented).
+const DefaultSASLifetime = 35 * time.Minute
+
+// dmf.parallel_imports values.
+const (
+	ParallelFail  = "fail"
+	ParallelAllow = "allow"
+)
 
 // Blob store modes.
 const (
@@ -388,7 +411,10 @@ func (c *Config) applyDefaults() {
 		d.Blob.Container = "dmf"
 	}
 	if d.SASLifetime == 0 {
-		d.SASLifetime = Duration(time.Hour)
+		d.SASLifetime = Duration(DefaultSASLifetime)
+	}
+	if d.ParallelImports == "" {
+		d.ParallelImports = ParallelFail
 	}
 	if d.ReusedExecutionID == "" {
 		d.ReusedExecutionID = "idempotent"
@@ -530,6 +556,11 @@ func (c *Config) prepare() error {
 	case "idempotent", "reimport", "reject":
 	default:
 		return d.errorf(p("dmf", "reused_execution_id"), "reused_execution_id %q is not idempotent, reimport or reject", c.DMF.ReusedExecutionID)
+	}
+	switch c.DMF.ParallelImports {
+	case ParallelFail, ParallelAllow:
+	default:
+		return d.errorf(p("dmf", "parallel_imports"), "parallel_imports %q is not fail or allow", c.DMF.ParallelImports)
 	}
 	switch c.DMF.MissingEntityMap {
 	case "fail", "succeed_empty":

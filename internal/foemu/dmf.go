@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,10 +54,17 @@ type Execution struct {
 	Entities    []EntityExecution `json:"entities"`              // one per manifest entity, in execution order
 	// Submissions counts ImportFromPackage calls with this executionId.
 	Submissions int `json:"submissions"`
+	// ParallelWith is the execution that was still NotRun or Executing
+	// when this one was submitted (dmf.parallel_imports: fail). Such an
+	// execution is accepted, then ends Failed without importing anything.
+	ParallelWith string `json:"parallel_with,omitempty"`
+	// InjectedFaults lists the DMF faults applied to the execution:
+	// fail_next_imports, partial_next_imports, hang_executing.
+	InjectedFaults []string `json:"injected_faults,omitempty"`
 
 	pkg       *dmfpkg.Package
 	keysAsked map[string]time.Time // entity label (lower) -> GenerateImportTargetErrorKeysFile time
-	files     map[string]string    // generated error file URLs by kind|entity
+	files     map[string]string    // generated error file blob names by kind|entity
 	gen       int64
 }
 
@@ -77,12 +86,13 @@ type EntityExecution struct {
 	Message string     `json:"message,omitempty"`
 	Errors  []RowError `json:"errors,omitempty"` // per-row errors in row order
 
-	entity  *Entity
-	plan    dmfpkg.Entity
-	header  []string
-	staged  []stagedRow
-	failed  []failedRow
-	targets []failedRow
+	entity     *Entity
+	plan       dmfpkg.Entity
+	injectLine int // a row that fails at target by the fault dmf.partial_next_imports (0: none)
+	header     []string
+	staged     []stagedRow
+	failed     []failedRow
+	targets    []failedRow
 }
 
 // RowError is a row that failed to import.
@@ -182,12 +192,16 @@ func (e *Emulator) serveDMF(w http.ResponseWriter, r *http.Request, cl *ClientCo
 		e.importFromPackage(w, r.Context(), cl, params)
 	case "GetExecutionSummaryStatus":
 		if ex := e.lookupExecution(w, params.str("executionId"), true); ex != nil {
-			e.dmfResult(w, "Edm.String", ex.Status)
+			status := ex.Status
+			if s := e.faults.dmfSummaryStatus(); s != "" {
+				status = s // injected: a value outside DMFExecutionSummaryStatus
+			}
+			e.dmfResult(w, "Edm.String", status)
 		}
 	case "GetExecutionErrors":
 		e.getExecutionErrors(w, params.str("executionId"))
 	case "GetExecutionSummaryPageUrl":
-		if ex := e.lookupExecution(w, params.str("executionId"), false); ex != nil {
+		if ex := e.lookupExecution(w, params.str("executionId"), true); ex != nil {
 			e.dmfResult(w, "Edm.String", e.baseURL+"/_emulator/executions/"+url.PathEscape(ex.ID))
 		}
 	case "GenerateImportTargetErrorKeysFile", "GetImportTargetErrorKeysFileUrl", "GetImportStagingErrorFileUrl":
@@ -271,11 +285,21 @@ func (e *Emulator) lookupExecution(w http.ResponseWriter, id string, transient b
 		cp = *ex
 	}
 	e.mu.Unlock()
-	if ex == nil || (transient && time.Since(cp.SubmittedAt) < e.cfg.DMF.NotFoundWindow.D()) {
-		dmfError(w, fmt.Sprintf("Execution ID(s) '%s' were not found.", id))
+	if ex == nil || (transient && e.notCreatedYet(&cp)) {
+		dmfNotFound(w, id)
 		return nil
 	}
 	return &cp
+}
+
+// notCreatedYet reports whether ex is in the window right after submit in
+// which F&O's batch job has not yet created the execution record.
+func (e *Emulator) notCreatedYet(ex *Execution) bool {
+	return time.Since(ex.SubmittedAt) < e.cfg.DMF.NotFoundWindow.D()
+}
+
+func dmfNotFound(w http.ResponseWriter, id string) {
+	dmfError(w, fmt.Sprintf("Execution ID(s) '%s' were not found.", id))
 }
 
 // importFromPackage downloads and checks the package (manifest, header,
@@ -323,9 +347,9 @@ func (e *Emulator) importFromPackage(w http.ResponseWriter, ctx context.Context,
 			e.log.Info().Str(logging.FieldExecutionID, id).Msg("dmf executionId reused; importing the package again")
 		}
 	}
-	data, err := e.blobs.fetch(ctx, pkgURL, e.cfg.DMF.MaxPackageBytes)
+	data, err := e.fetchPackage(ctx, pkgURL)
 	if err != nil {
-		dmfError(w, fmt.Sprintf("The data package could not be downloaded from '%s': %s", logging.RedactURL(pkgURL), strings.TrimPrefix(err.Error(), ErrBlob.Error()+": ")))
+		dmfError(w, err.Error())
 		return
 	}
 	pkg, err := dmfpkg.Read(data, dmfpkg.Options{MaxFileBytes: e.cfg.DMF.MaxPackageBytes})
@@ -376,9 +400,21 @@ func (e *Emulator) importFromPackage(w http.ResponseWriter, ctx context.Context,
 	} else {
 		e.execOrder = append(e.execOrder, ex.ID)
 	}
+	if e.cfg.DMF.ParallelImports == ParallelFail {
+		ex.ParallelWith = e.runningExecution(ex.ID)
+	}
 	ex.gen = e.gen
 	e.executions[ex.ID] = ex
 	e.mu.Unlock()
+	if ex.ParallelWith != "" {
+		e.log.Warn().Str(logging.FieldExecutionID, ex.ID).Str(logging.FieldClientID, cl.ClientID).
+			Str(logging.FieldReason, "execution "+ex.ParallelWith+" is still running").
+			Msg("dmf ImportFromPackage called in parallel; the execution will fail (dmf.parallel_imports: fail)")
+	} else if inj := e.faults.takeDMFOutcome(); inj != "" {
+		e.mu.Lock()
+		ex.InjectedFaults = append(ex.InjectedFaults, inj)
+		e.mu.Unlock()
+	}
 	e.log.Info().Str(logging.FieldExecutionID, ex.ID).Str(logging.FieldClientID, cl.ClientID).Int(logging.FieldCount, len(ex.Entities)).Msg("dmf import queued")
 	e.wg.Add(1)
 	go func() {
@@ -388,6 +424,18 @@ func (e *Emulator) importFromPackage(w http.ResponseWriter, ctx context.Context,
 	e.dmfResult(w, "Edm.String", ex.ID)
 }
 
+// runningExecution returns the ID of the oldest execution other than id
+// that is still NotRun or Executing, or "". The caller holds e.mu.
+func (e *Emulator) runningExecution(id string) string {
+	for _, oid := range e.execOrder {
+		o := e.executions[oid]
+		if o != nil && oid != id && (o.Status == StatusNotRun || o.Status == StatusExecuting) {
+			return oid
+		}
+	}
+	return ""
+}
+
 // runExecution moves an execution through NotRun, Executing and a final
 // status. Records are inserted when the final status is set.
 func (e *Emulator) runExecution(ctx context.Context, ex *Execution) {
@@ -395,28 +443,91 @@ func (e *Emulator) runExecution(ctx context.Context, ex *Execution) {
 		return
 	}
 	started := time.Now().UTC()
+	hang, hangFor := e.faults.dmfHang()
+	var parallelWith string
+	var injected []string
 	if !e.updateExecution(ex, func() {
 		ex.Status, ex.StartedAt = StatusExecuting, &started
 		for i := range ex.Entities {
 			ex.Entities[i].Status = StatusExecuting
 		}
+		if hang {
+			ex.InjectedFaults = append(ex.InjectedFaults, injectedHang)
+		}
+		parallelWith, injected = ex.ParallelWith, append([]string(nil), ex.InjectedFaults...)
 	}) {
 		return
 	}
-	results := make([]stageResult, len(ex.Entities))
-	for i := range ex.Entities {
-		results[i] = e.stageEntity(ex.pkg, ex.Entities[i].plan, ex.Entities[i].entity)
+	execTime := e.cfg.DMF.ExecutionTime.D()
+	if hang {
+		e.log.Warn().Str(logging.FieldExecutionID, ex.ID).Str(logging.FieldDuration, durationOrForever(hangFor)).Msg("dmf execution hangs in Executing (injected fault)")
+		if hangFor == 0 {
+			<-ctx.Done() // a hung batch job: Executing until shutdown (or Reset drops it)
+			return
+		}
+		execTime = hangFor
 	}
-	if !waitFor(ctx, e.cfg.DMF.ExecutionTime.D()) {
+	results := make([]stageResult, len(ex.Entities))
+	if parallelWith == "" {
+		for i := range ex.Entities {
+			results[i] = e.stageEntity(ex.pkg, ex.Entities[i].plan, ex.Entities[i].entity)
+		}
+	}
+	if !waitFor(ctx, execTime) {
 		return
 	}
 	e.updateExecution(ex, func() {
+		if parallelWith != "" {
+			e.failParallel(ex)
+			return
+		}
 		for i, r := range results {
 			ee := &ex.Entities[i]
 			ee.Message, ee.header, ee.staged, ee.failed = r.message, r.header, r.staged, r.failed
+			switch {
+			case slices.Contains(injected, injectedFail) && ee.Message == "":
+				ee.Message = "The import was canceled: an error occurred in the batch task. (Injected by the fo-emulator fault dmf.fail_next_imports.)"
+			case slices.Contains(injected, injectedPartial) && len(ee.staged) > 0:
+				ee.injectLine = ee.staged[len(ee.staged)-1].line
+			}
 		}
 		e.finishExecution(ex)
+		if slices.Contains(injected, injectedPartial) {
+			ex.Status = StatusPartiallySucceeded
+		}
 	})
+}
+
+func durationOrForever(d time.Duration) string {
+	if d == 0 {
+		return "forever"
+	}
+	return d.String()
+}
+
+// stagingTable names an entity's DMF staging table as F&O does: the
+// target entity name with Entity replaced by Staging.
+func stagingTable(ent *Entity) string {
+	return strings.TrimSuffix(ent.Target, "Entity") + "Staging"
+}
+
+// failParallel ends an execution that was submitted while another one was
+// running, the way simultaneous imports were reported to fail on F&O: a
+// duplicate key when the batch task writes its staging records. Nothing
+// is imported. The caller holds e.mu.
+func (e *Emulator) failParallel(ex *Execution) {
+	for i := range ex.Entities {
+		ee := &ex.Entities[i]
+		ee.Status = "Error"
+		ee.Message = fmt.Sprintf("Cannot create a record in %s staging (%s). Definition group: %s, Execution ID: %s. The record already exists. "+
+			"(fo-emulator: ImportFromPackage was called while execution %s was still running; F&O's ImportFromPackage must not be called from parallel threads. "+
+			"Submit imports one after the other, or set dmf.parallel_imports: allow.)",
+			ee.EntityName, stagingTable(ee.entity), ex.DefinitionGroup, ex.ID, ex.ParallelWith)
+	}
+	ex.Status = StatusFailed
+	now := time.Now().UTC()
+	ex.FinishedAt = &now
+	e.log.Info().Str(logging.FieldExecutionID, ex.ID).Str(logging.FieldStatus, ex.Status).Str(logging.FieldReason, "parallel with "+ex.ParallelWith).Msg("dmf import finished")
 }
 
 // stageResult is the outcome of reading one entity's data file.
@@ -589,6 +700,9 @@ func (e *Emulator) finishExecution(ex *Execution) {
 				s.vals[f.Name] = shared[f.Name]
 			}
 			rec, lines := e.store.prepareCreate(ee.entity, s.vals, strings.ToLower(ex.LegalEntity))
+			if ee.injectLine != 0 && s.line == ee.injectLine {
+				rec, lines = nil, []string{"Error: Update has been canceled. (Injected by the fo-emulator fault dmf.partial_next_imports.)"}
+			}
 			if lines != nil {
 				msg := fmt.Sprintf("Write failed for table row of type '%s'. Infolog: %s", ee.entity.Target, strings.Join(lines, "; "))
 				ee.targets = append(ee.targets, failedRow{line: s.line, source: s.source, msg: msg, vals: s.vals})
@@ -651,13 +765,14 @@ func executionErrors(ex *Execution) []string {
 func (e *Emulator) getExecutionErrors(w http.ResponseWriter, id string) {
 	e.mu.Lock()
 	ex := e.executions[id]
+	found := ex != nil && !e.notCreatedYet(ex)
 	var list []string
-	if ex != nil {
+	if found {
 		list = executionErrors(ex)
 	}
 	e.mu.Unlock()
-	if ex == nil {
-		dmfError(w, fmt.Sprintf("Execution ID(s) '%s' were not found.", id))
+	if !found {
+		dmfNotFound(w, id)
 		return
 	}
 	b, _ := json.Marshal(list) // strings always marshal
@@ -678,9 +793,9 @@ func (e *Emulator) errorFileAction(w http.ResponseWriter, ctx context.Context, a
 			}
 		}
 	}
-	if ex == nil {
+	if ex == nil || e.notCreatedYet(ex) {
 		e.mu.Unlock()
-		dmfError(w, fmt.Sprintf("Execution ID(s) '%s' were not found.", id))
+		dmfNotFound(w, id)
 		return
 	}
 	if ee == nil {
@@ -728,7 +843,7 @@ func (e *Emulator) errorFileAction(w http.ResponseWriter, ctx context.Context, a
 	ent, entityLabel := ee.entity, ee.EntityName
 	e.mu.Unlock()
 	if existing != "" {
-		e.dmfResult(w, "Edm.String", existing)
+		e.signErrorFile(w, existing) // a fresh SAS on every call
 		return
 	}
 	var buf bytes.Buffer
@@ -748,10 +863,7 @@ func (e *Emulator) errorFileAction(w http.ResponseWriter, ctx context.Context, a
 				if k == dataAreaID {
 					v = ex.LegalEntity
 				}
-				if v == nil {
-					v = ""
-				}
-				rec = append(rec, fmt.Sprint(v))
+				rec = append(rec, cellText(v))
 			}
 		}
 		_ = cw.Write(append(rec, r.msg))
@@ -762,15 +874,77 @@ func (e *Emulator) errorFileAction(w http.ResponseWriter, ctx context.Context, a
 		writeODataError(w, http.StatusInternalServerError, "The error file could not be stored: "+err.Error(), typeXpp, "")
 		return
 	}
+	e.mu.Lock()
+	ex.files[fileKey] = name
+	e.mu.Unlock()
+	e.signErrorFile(w, name)
+}
+
+// signErrorFile answers a read SAS URL of a stored error file.
+func (e *Emulator) signErrorFile(w http.ResponseWriter, name string) {
 	u, err := e.blobs.signedURL(errorContainer, name, "r", time.Now().Add(e.cfg.DMF.SASLifetime.D()))
 	if err != nil {
 		writeODataError(w, http.StatusInternalServerError, "The error file URL could not be signed: "+err.Error(), typeXpp, "")
 		return
 	}
-	e.mu.Lock()
-	ex.files[fileKey] = u
-	e.mu.Unlock()
 	e.dmfResult(w, "Edm.String", u)
+}
+
+// cellText renders a stored value for an error file cell: numbers without
+// exponent, dates as stored (ISO 8601), nil as empty.
+func cellText(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case bool:
+		if x {
+			return "Yes"
+		}
+		return "No"
+	}
+	return fmt.Sprint(v)
+}
+
+// fetchPackage downloads the package of ImportFromPackage. The built-in
+// store reads its own blobs directly, so the SAS is checked here as Azure
+// (or Azurite) would check it.
+func (e *Emulator) fetchPackage(ctx context.Context, pkgURL string) ([]byte, error) {
+	u, perr := url.Parse(pkgURL)
+	if b, ok := e.blobs.(*builtinStore); ok && perr == nil && strings.HasPrefix(pkgURL, b.base+"/") {
+		if container, name, ok := splitBlobPath(u.Path); ok && strings.HasPrefix(u.Path, "/_blob/") {
+			if code, msg := b.checkSAS(u.Query(), container, name, "r"); code != "" {
+				return nil, e.packageDownloadError(pkgURL, u, fmt.Sprintf("the blob service answered 403 %s: %s", code, msg))
+			}
+		}
+	}
+	data, err := e.blobs.fetch(ctx, pkgURL, e.cfg.DMF.MaxPackageBytes)
+	if err != nil {
+		return nil, e.packageDownloadError(pkgURL, u, strings.TrimPrefix(err.Error(), ErrBlob.Error()+": "))
+	}
+	return data, nil
+}
+
+// packageDownloadError phrases a failed package download; a 403 reads as
+// .NET's WebException (what F&O's X++ reports), and an expired SAS says so.
+func (e *Emulator) packageDownloadError(pkgURL string, u *url.URL, detail string) error {
+	if strings.Contains(detail, "answered 403") {
+		detail = "The remote server returned an error: (403) Forbidden. (" + detail + ")"
+	}
+	msg := fmt.Sprintf("The data package could not be downloaded from '%s': %s", logging.RedactURL(pkgURL), detail)
+	if u != nil {
+		if se, err := time.Parse(time.RFC3339, u.Query().Get("se")); err == nil && time.Now().After(se) {
+			msg += fmt.Sprintf(" The shared access signature of the package URL expired at %s (the emulator's SAS URLs are valid for dmf.sas_lifetime, %s). "+
+				"Call GetAzureWriteUrl for a new URL, upload the package again and pass the new URL to ImportFromPackage.",
+				se.UTC().Format(time.RFC3339), e.cfg.DMF.SASLifetime.D())
+		}
+	}
+	return errors.New(msg)
 }
 
 func sanitizeName(s string) string {
@@ -815,6 +989,55 @@ func copyExecution(ex *Execution) Execution {
 		c.staged, c.failed, c.targets = nil, nil, nil
 		cp.Entities[i] = c
 	}
+	cp.InjectedFaults = append([]string(nil), ex.InjectedFaults...)
 	cp.pkg, cp.keysAsked, cp.files = nil, nil, nil
 	return cp
+}
+
+// DMFStats counts the DMF executions the emulator holds (since the start
+// or the last Reset; DeleteExecutionHistoryJob removes executions).
+type DMFStats struct {
+	Executions int `json:"executions"` // executions held
+	Running    int `json:"running"`    // NotRun or Executing
+	// ParallelImports counts executions submitted while another was
+	// running (see Execution.ParallelWith); with dmf.parallel_imports: fail
+	// they ended (or will end) Failed.
+	ParallelImports int            `json:"parallel_imports"`
+	Hung            int            `json:"hung"`             // executions hung by the fault dmf.hang_executing
+	InjectedFailed  int            `json:"injected_failed"`  // executions failed by dmf.fail_next_imports
+	InjectedPartial int            `json:"injected_partial"` // executions partly failed by dmf.partial_next_imports
+	ByStatus        map[string]int `json:"by_status"`        // executions per status
+}
+
+// DMFStats returns counts of the DMF executions, e.g. how many were
+// submitted in parallel.
+func (e *Emulator) DMFStats() DMFStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := DMFStats{ByStatus: map[string]int{}}
+	for _, id := range e.execOrder {
+		ex := e.executions[id]
+		if ex == nil {
+			continue
+		}
+		s.Executions++
+		s.ByStatus[ex.Status]++
+		if ex.Status == StatusNotRun || ex.Status == StatusExecuting {
+			s.Running++
+		}
+		if ex.ParallelWith != "" {
+			s.ParallelImports++
+		}
+		for _, f := range ex.InjectedFaults {
+			switch f {
+			case injectedHang:
+				s.Hung++
+			case injectedFail:
+				s.InjectedFailed++
+			case injectedPartial:
+				s.InjectedPartial++
+			}
+		}
+	}
+	return s
 }

@@ -144,7 +144,8 @@ func TestDMFImport(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			a := newAPI(t, func(c *foemu.Config) {
-				c.DMF.QueuedTime = foemu.Duration(80 * time.Millisecond)
+				c.DMF.NotFoundWindow = foemu.Duration(60 * time.Millisecond)
+				c.DMF.QueuedTime = foemu.Duration(160 * time.Millisecond)
 				c.DMF.ExecutionTime = foemu.Duration(80 * time.Millisecond)
 			})
 			var rows [][]string
@@ -158,7 +159,7 @@ func TestDMFImport(t *testing.T) {
 			if !strings.HasPrefix(id, "MES-PickingList-") {
 				t.Errorf("generated executionId = %q", id)
 			}
-			if diff := cmp.Diff(a.waitStatus(id), []string{"NotRun", "Executing", "Succeeded"}); diff != "" {
+			if diff := cmp.Diff(a.waitStatus(id), []string{"400", "NotRun", "Executing", "Succeeded"}); diff != "" {
 				t.Errorf("statuses: got -, want +:\n%s", diff)
 			}
 			recs, _ := a.em.Records("ProductionPickingListJournalEntries")

@@ -22,6 +22,37 @@ type Faults struct {
 	Rules []FaultRule `yaml:"rules" json:"rules"`
 	// Throttling, if set, replaces the configured throttling budget.
 	Throttling *ThrottleConfig `yaml:"throttling" json:"throttling,omitempty"`
+	// DMF injects failures into DMF executions (hangs, failed or partly
+	// failed imports, status values outside the enum).
+	DMF DMFFaults `yaml:"dmf" json:"dmf,omitzero"`
+}
+
+// DMFFaults are failures of DMF executions, as opposed to failures of the
+// HTTP requests (FaultRule route dmf).
+type DMFFaults struct {
+	// HangExecuting makes executions that reach Executing while it is set
+	// stay Executing: forever (until Reset or shutdown; clearing the faults
+	// does not release them, as a hung F&O batch job is not released
+	// either) or, with HangFor, for that long instead of
+	// dmf.execution_time. A hung execution still counts as running for
+	// dmf.parallel_imports.
+	HangExecuting bool `yaml:"hang_executing" json:"hang_executing,omitempty"`
+	// HangFor bounds the hang (0: forever). HangFor alone also hangs.
+	HangFor Duration `yaml:"hang_for" json:"hang_for,omitempty"`
+	// FailNextImports makes the next N executions accepted by
+	// ImportFromPackage end Failed, importing nothing, whatever their
+	// package holds. It counts down: GET /_emulator/faults (and Faults())
+	// shows what is left.
+	FailNextImports int `yaml:"fail_next_imports" json:"fail_next_imports,omitempty"`
+	// PartialNextImports makes the next N executions end
+	// PartiallySucceeded: the last row of each entity fails at target
+	// (listed in the target error keys file), the others are imported. It
+	// counts down like FailNextImports, which is used first.
+	PartialNextImports int `yaml:"partial_next_imports" json:"partial_next_imports,omitempty"`
+	// SummaryStatus, if set, is what GetExecutionSummaryStatus answers for
+	// every known execution instead of its status, e.g. "Pending", a value
+	// outside DMFExecutionSummaryStatus.
+	SummaryStatus string `yaml:"summary_status" json:"summary_status,omitempty"`
 }
 
 // FaultRule injects failures into the requests of one route. Routes:
@@ -93,6 +124,13 @@ func (f *Faults) validate(d *yamlDoc, at []string) error {
 			}
 		}
 	}
+	dp := append(append([]string(nil), at...), "dmf")
+	if f.DMF.HangFor < 0 {
+		return d.errorf(append(dp, "hang_for"), "hang_for must not be negative")
+	}
+	if f.DMF.FailNextImports < 0 || f.DMF.PartialNextImports < 0 {
+		return d.errorf(dp, "fail_next_imports and partial_next_imports must not be negative")
+	}
 	if f.Throttling != nil {
 		return f.Throttling.validate(d, append(append([]string(nil), at...), "throttling"))
 	}
@@ -117,6 +155,9 @@ type faultSet struct {
 	faults  Faults
 	windows []window // parallel to faults.Rules; zero for rules without an outage
 	changed chan struct{}
+	// failLeft and partialLeft count down DMF.FailNextImports and
+	// DMF.PartialNextImports.
+	failLeft, partialLeft int
 }
 
 type window struct {
@@ -135,6 +176,7 @@ func newFaultSet() *faultSet { return &faultSet{changed: make(chan struct{}, 1)}
 func (fs *faultSet) set(f Faults, now time.Time) {
 	fs.mu.Lock()
 	fs.faults = f
+	fs.failLeft, fs.partialLeft = f.DMF.FailNextImports, f.DMF.PartialNextImports
 	fs.windows = make([]window, len(f.Rules))
 	for i, r := range f.Rules {
 		if r.Outage != nil {
@@ -156,7 +198,48 @@ func (fs *faultSet) set(f Faults, now time.Time) {
 func (fs *faultSet) get() Faults {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	return fs.faults
+	f := fs.faults
+	f.DMF.FailNextImports, f.DMF.PartialNextImports = fs.failLeft, fs.partialLeft
+	return f
+}
+
+// Injected DMF outcomes, as recorded in Execution.InjectedFaults.
+const (
+	injectedFail    = "fail_next_imports"
+	injectedPartial = "partial_next_imports"
+	injectedHang    = "hang_executing"
+)
+
+// takeDMFOutcome consumes one FailNextImports or PartialNextImports and
+// returns the injected outcome, or "".
+func (fs *faultSet) takeDMFOutcome() string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	switch {
+	case fs.failLeft > 0:
+		fs.failLeft--
+		return injectedFail
+	case fs.partialLeft > 0:
+		fs.partialLeft--
+		return injectedPartial
+	}
+	return ""
+}
+
+// dmfHang reports whether an execution that starts executing now hangs,
+// and for how long (0: forever).
+func (fs *faultSet) dmfHang() (bool, time.Duration) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	d := fs.faults.DMF
+	return d.HangExecuting || d.HangFor > 0, d.HangFor.D()
+}
+
+// dmfSummaryStatus returns the injected GetExecutionSummaryStatus value, or "".
+func (fs *faultSet) dmfSummaryStatus() string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.faults.DMF.SummaryStatus
 }
 
 // plan is what applies to one request.

@@ -53,6 +53,8 @@ type Record struct {
 	Raw []byte
 	// Attempts counts previous delivery attempts in this process.
 	Attempts int
+	// Appended is when the queue stored the record (set by the queue).
+	Appended time.Time
 	// Remap is set on a record an operator replayed from the dead letters:
 	// the runner maps it again from Raw through its flow's current config
 	// before delivering it.
@@ -129,6 +131,12 @@ type Env struct {
 	// Records is the queue's per-record bookkeeping (marks, holds) for
 	// sinks; nil where no queue is open.
 	Records RecordStore
+	// DataDir is a directory of the plugin's own under the gateway's data
+	// dir, for files too large for the queue (a DMF package being built);
+	// empty where no queue is open.
+	DataDir string
+	// GatewayID is the gateway's gateway.id.
+	GatewayID string
 	// Flows are the flows connected to the plugin: for a sink those that
 	// route to it, for a source those that read from it.
 	Flows []FlowInfo
@@ -326,4 +334,43 @@ type RecordStore interface {
 	PutHold(ctx context.Context, stream string, h Hold) error
 	// Holds lists the holds of stream, by sequence.
 	Holds(stream string) ([]Hold, error)
+}
+
+// StreamSink is implemented by sinks that drive their streams themselves
+// instead of being fed batches by a runner: a DMF sink closes a batch as a
+// fixed range of the stream, keeps its multi-step progress (package,
+// upload, import, polling) in its state, and acks or dead-letters the
+// whole range when F&O has answered. The gateway calls RunStream once per
+// stream of the sink, instead of starting a runner; Write is not called.
+type StreamSink interface {
+	Sink
+	// RunStream delivers stream until ctx ends, then returns nil.
+	RunStream(ctx context.Context, stream string, q StreamQueue) error
+}
+
+// StreamQueue is a stream of the queue as a StreamSink sees it.
+type StreamQueue interface {
+	// List returns up to limit records with a sequence above after, in
+	// order (limit 0: all).
+	List(after uint64, limit int) ([]Record, error)
+	// Pending returns how many records wait, their bytes, and when the
+	// oldest was appended (zero when none).
+	Pending() (count, bytes int64, oldest time.Time)
+	// Wait returns a channel closed the next time records are appended.
+	Wait() <-chan struct{}
+	// Ack deletes delivered records and writes the sink's states, in one
+	// durable transaction.
+	Ack(ctx context.Context, seqs []uint64, states ...StateWrite) error
+	// DeadLetter moves records to the dead letters with their reasons and
+	// writes the sink's states, in one durable transaction.
+	DeadLetter(ctx context.Context, dead []DeadRecord, states ...StateWrite) error
+	// Remap maps a replayed record (Record.Remap) again through its flow's
+	// current config.
+	Remap(r Record) (Record, error)
+}
+
+// DeadRecord names a record to dead-letter and why.
+type DeadRecord struct {
+	Seq    uint64
+	Reason string
 }

@@ -74,7 +74,7 @@ func (e *envelope) record(stream string, seq uint64) pipeline.Record {
 	return pipeline.Record{
 		Stream: stream, Seq: seq, Key: e.Key, ID: e.ID, Source: e.Source, Flow: e.Flow,
 		Time: time.Unix(0, e.Time).UTC(), Fields: e.Fields, Meta: e.Meta, Raw: e.Raw,
-		Attempts: e.Attempts, Remap: e.Remap,
+		Attempts: e.Attempts, Remap: e.Remap, Appended: time.Unix(0, e.Appended).UTC(),
 	}
 }
 

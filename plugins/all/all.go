@@ -6,6 +6,7 @@ import (
 	_ "github.com/plantgate/plantgate/plugins/inputs/file"
 	_ "github.com/plantgate/plantgate/plugins/inputs/mqtt"
 	// Sinks.
+	_ "github.com/plantgate/plantgate/plugins/outputs/fodmf"
 	_ "github.com/plantgate/plantgate/plugins/outputs/fomes"
 	_ "github.com/plantgate/plantgate/plugins/outputs/foodata"
 	_ "github.com/plantgate/plantgate/plugins/outputs/recorder"

@@ -19,12 +19,18 @@ import (
 // Option adjusts the configuration before the emulator starts.
 type Option func(*foemu.Config)
 
+// FastNotFoundWindow is the dmf.not_found_window Fast keeps, so that every
+// test that polls a DMF execution also goes through F&O's transient
+// 400 "... were not found" right after ImportFromPackage.
+const FastNotFoundWindow = 200 * time.Millisecond
+
 // Fast are the timings Start uses: messages and DMF executions move on
-// within milliseconds and there is no transient not-found window.
+// within milliseconds; the transient not-found window after
+// ImportFromPackage stays on but short (FastNotFoundWindow).
 func Fast(c *foemu.Config) {
 	c.MES.ProcessingDelay = 0
 	c.MES.RetryDelay = 0
-	c.DMF.NotFoundWindow = 0
+	c.DMF.NotFoundWindow = foemu.Duration(FastNotFoundWindow)
 	c.DMF.QueuedTime = foemu.Duration(5 * time.Millisecond)
 	c.DMF.ExecutionTime = foemu.Duration(5 * time.Millisecond)
 	c.DMF.ErrorFileDelay = 0
