@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -93,11 +94,9 @@ func stateName(stream string) string { return "batch/" + stream }
 
 // Sink imports records into F&O as DMF data packages.
 type Sink struct {
-	cfg      Config
+	*Layout
 	name     string
 	env      *d365.Env
-	spec     dmfpackage.Spec
-	ents     []Entity
 	sched    cron.Schedule
 	legal    string
 	state    pipeline.StateStore
@@ -124,10 +123,7 @@ type streamState struct {
 // New builds the sink. It resolves the environment and checks the
 // settings; it does no network I/O.
 func New(cfg *Config, env pipeline.Env) (*Sink, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	spec, err := cfg.Spec()
+	lay, err := NewLayout(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +146,7 @@ func New(cfg *Config, env pipeline.Env) (*Sink, error) {
 	if now == nil {
 		now = time.Now
 	}
-	s := &Sink{cfg: *cfg, name: env.Name, env: fe, spec: spec, ents: cfg.entities(), sched: sched, legal: legal,
+	s := &Sink{Layout: lay, name: env.Name, env: fe, sched: sched, legal: legal,
 		state: env.State, dataDir: env.DataDir, gateway: env.GatewayID, log: env.Log, now: now,
 		m: newSinkMetrics(env.Metrics), streams: map[string]*streamState{}}
 	s.uploadFn = s.upload
@@ -468,8 +464,60 @@ func recordSize(r pipeline.Record) int64 {
 	return int64(n)
 }
 
+// Layout is how a sink's records become rows of its package's data files.
+// plantgate dmf build uses it to build the package a sink would send.
+type Layout struct {
+	cfg  Config
+	ents []Entity
+	spec dmfpackage.Spec
+}
+
+// NewLayout checks cfg and returns its layout.
+func NewLayout(cfg *Config) (*Layout, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	spec, err := cfg.Spec()
+	if err != nil {
+		return nil, err
+	}
+	return &Layout{cfg: *cfg, ents: cfg.entities(), spec: spec}, nil
+}
+
+// Spec is the package layout.
+func (s *Layout) Spec() dmfpackage.Spec { return s.spec }
+
+// Columns returns each entity's label and data-file columns, in order.
+func (s *Layout) Columns() []Entity { return append([]Entity(nil), s.ents...) }
+
+// Build writes the package of recs (in order) to w, as the sink would
+// send it; tmpDir holds the builder's spool files. A record that cannot go
+// into a data file fails it with the record's position.
+func (s *Layout) Build(w io.Writer, tmpDir string, recs []pipeline.Record) (dmfpackage.Stats, error) {
+	b, err := dmfpackage.New(w, s.spec, tmpDir)
+	if err != nil {
+		return dmfpackage.Stats{}, err
+	}
+	counts := make([]int, len(s.ents))
+	for n, r := range recs {
+		i, err := s.entityOf(r)
+		if err == nil {
+			counts[i]++
+			var vals map[string]any
+			if _, vals, err = s.row(r, counts[i]); err == nil {
+				_, err = b.Add(i, vals)
+			}
+		}
+		if err != nil {
+			b.Abort()
+			return dmfpackage.Stats{}, fmt.Errorf("record %d: %w", n+1, err)
+		}
+	}
+	return b.Close()
+}
+
 // entityOf returns the index of r's entity.
-func (s *Sink) entityOf(r pipeline.Record) (int, error) {
+func (s *Layout) entityOf(r pipeline.Record) (int, error) {
 	if len(s.ents) == 1 {
 		if v, ok := r.Fields[s.cfg.EntityField]; ok {
 			if name, _ := v.(string); name != "" && !strings.EqualFold(name, s.ents[0].Name) {
@@ -496,7 +544,7 @@ func (s *Sink) entityOf(r pipeline.Record) (int, error) {
 
 // row returns r's entity and its data-file values, with the line field set
 // to line; it fails for a record that can never be imported.
-func (s *Sink) row(r pipeline.Record, line int) (int, map[string]any, error) {
+func (s *Layout) row(r pipeline.Record, line int) (int, map[string]any, error) {
 	i, err := s.entityOf(r)
 	if err != nil {
 		return 0, nil, err
