@@ -7,11 +7,14 @@
 //	plantgate version
 //	plantgate queue stats|list|dead|replay|purge|check|compact -c FILE [flags]
 //	plantgate queue in-doubt|release|drop -c FILE [--stream S (--seq N,... | --all) [--yes]]
+//	plantgate dmf columns -c FILE --sink NAME [--json]
+//	plantgate dmf build -c FILE --sink NAME --in FILE.jsonl --out PACKAGE.zip
 //	plantgate COMMAND --help
 //
 // Queue commands read only gateway.data_dir and gateway.queue from the
 // config; they do not resolve its secrets, so they work where the
-// gateway's credentials cannot be read.
+// gateway's credentials cannot be read. The dmf commands likewise read a
+// fo.dmf sink's settings without its secrets, and never call F&O.
 //
 // Exit codes: 0 success, 1 failure, 2 usage, 75 queue locked by a running
 // gateway, 78 configuration error (systemd's RestartPreventExitStatus).
@@ -51,7 +54,7 @@ Usage:
   plantgate run -c FILE              run the gateway
   plantgate check-config -c FILE     check a config file; --print shows the effective config
   plantgate version                  print the version
-` + queueUsage + `  plantgate COMMAND --help           help on a command; needs no config
+` + queueUsage + dmfUsage + `  plantgate COMMAND --help           help on a command; needs no config
 
 Exit codes: 0 ok, 1 failure, 2 usage, 75 queue locked by a running gateway, 78 config error.
 `
@@ -96,6 +99,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case "queue":
 		return cmdQueue(args[1:], stdout, stderr)
+	case "dmf":
+		return cmdDMF(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

@@ -54,6 +54,7 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/admin/dead", a.admin(a.adminDead))
 	mux.HandleFunc("POST /api/v1/admin/replay", a.admin(a.adminReplay))
 	mux.HandleFunc("POST /api/v1/admin/purge", a.admin(a.adminPurge))
+	mux.HandleFunc("POST /api/v1/admin/dmf/close", a.admin(a.adminCloseBatch))
 	return mux
 }
 
@@ -374,4 +375,36 @@ func (a *App) adminPurge(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Warn().Str(logging.FieldStream, req.Stream).Int(logging.FieldCount, n).Str("what", req.What).Msg("records purged by operator")
 	writeJSON(w, http.StatusOK, map[string]any{"purged": n})
+}
+
+// batchCloser is implemented by sinks that close batches (fo.dmf).
+type batchCloser interface{ CloseNow() }
+
+// adminCloseBatch closes the open batch of a batching sink now:
+// {"sink": "dmf-picking"}.
+func (a *App) adminCloseBatch(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Sink string `json:"sink"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || req.Sink == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "body must be JSON {\"sink\": \"<a fo.dmf sink>\"}"})
+		return
+	}
+	bc, ok := a.sinks[req.Sink].(batchCloser)
+	if !ok {
+		var names []string
+		for n, s := range a.sinks {
+			if _, ok := s.(batchCloser); ok {
+				names = append(names, n)
+			}
+		}
+		sort.Strings(names)
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("sink %q does not batch; batching sinks: %s", req.Sink, strings.Join(names, ", "))})
+		return
+	}
+	bc.CloseNow()
+	a.log.Info().Str(logging.FieldSink, req.Sink).Msg("batch closed by operator")
+	writeJSON(w, http.StatusAccepted, map[string]any{"closing": req.Sink})
 }

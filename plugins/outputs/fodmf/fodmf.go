@@ -118,6 +118,9 @@ type streamState struct {
 	lastError string
 	sasURL    string // the upload URL of the batch's package, in memory only
 	lockHeld  bool   // the stream holds its environment's import lock
+	// splitRest is set when a batch was split for size: the rest of it
+	// closes at once, whatever the limits.
+	splitRest bool
 }
 
 // New builds the sink. It resolves the environment and checks the
@@ -330,9 +333,17 @@ func (s *Sink) waitAndClose(ctx context.Context, stream string, st *streamState,
 			scheduled = count > 0
 		}
 		reason := ""
+		s.mu.Lock()
+		rest := st.splitRest
+		s.mu.Unlock()
 		switch {
 		case count == 0:
 			scheduled, operator = false, false
+			s.mu.Lock()
+			st.splitRest = false
+			s.mu.Unlock()
+		case rest:
+			reason = "split"
 		case operator:
 			reason = "operator"
 		case count >= int64(s.cfg.Batch.MaxRecords):
@@ -356,6 +367,9 @@ func (s *Sink) waitAndClose(ctx context.Context, stream string, st *streamState,
 				continue
 			}
 			s.setWaiting(st, "")
+			s.mu.Lock()
+			st.splitRest = false
+			s.mu.Unlock()
 			b, err := s.closeBatch(ctx, stream, st, q, reason, oldest)
 			if err != nil || b != nil {
 				return b, err

@@ -12,6 +12,7 @@ import (
 	"github.com/plantgate/plantgate/internal/d365/d365test"
 	"github.com/plantgate/plantgate/internal/foemu"
 	"github.com/plantgate/plantgate/internal/foemu/foemutest"
+	"github.com/plantgate/plantgate/internal/metrics"
 	"github.com/plantgate/plantgate/internal/pipeline"
 	"github.com/plantgate/plantgate/internal/queue"
 )
@@ -46,8 +47,16 @@ type harness struct {
 
 func start(t *testing.T, em *foemu.Emulator, store *queue.Store, cfg *Config) *harness {
 	t.Helper()
+	return startWith(t, em, store, cfg, nil)
+}
+
+func startWith(t *testing.T, em *foemu.Emulator, store *queue.Store, cfg *Config, reg *metrics.Registry) *harness {
+	t.Helper()
 	fe := d365test.Env(t, em)
 	env := d365test.PluginEnv(t, "dmf", fe, store)
+	if reg != nil {
+		env.Metrics = reg
+	}
 	env.DataDir = t.TempDir()
 	env.GatewayID = "test"
 	s, err := New(cfg, env)

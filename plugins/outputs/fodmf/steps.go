@@ -164,6 +164,9 @@ func (s *Sink) buildPackage(ctx context.Context, st *streamState, q pipeline.Str
 		s.log.Warn().Str("batch", b.ID).Int64("package_bytes", size).Int("lines", n).Int("kept", n/2).
 			Msg("DMF package over max_package_bytes: the batch is split; the rest goes into the next")
 		b.To, b.Lines = half, n/2
+		s.mu.Lock()
+		st.splitRest = true
+		s.mu.Unlock()
 		return s.save(ctx, st, b)
 	}
 	if err := os.Rename(tmp, path); err != nil {
