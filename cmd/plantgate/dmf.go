@@ -246,14 +246,15 @@ func dmfColumns(lay *fodmf.Layout, sc *fodmf.Config, sink string, asJSON bool, s
 	}
 	fmt.Fprintln(stdout)
 	if len(ents) > 1 {
-		names := make([]string, len(ents))
-		for i, e := range ents {
-			names[i] = e.Name
+		fmt.Fprintf(stdout, "Each record names its entity in %s, one of:\n", sc.EntityField)
+		for _, e := range ents {
+			fmt.Fprintf(stdout, "  %s\n", e.Name)
 		}
-		fmt.Fprintf(stdout, "Each record names its entity in %s (one of: %s); its other fields are exactly that\nentity's columns, without the one plantgate fills.\n",
-			sc.EntityField, strings.Join(names, "; "))
+		fmt.Fprintln(stdout, "Its other fields are exactly that entity's columns; plantgate fills the line_field column.")
+	} else if ents[0].LineField != "" {
+		fmt.Fprintf(stdout, "Each record's fields are exactly these columns; plantgate fills %s.\n", ents[0].LineField)
 	} else {
-		fmt.Fprintln(stdout, "Each record's fields are exactly these columns, without the one plantgate fills.")
+		fmt.Fprintln(stdout, "Each record's fields are exactly these columns.")
 	}
 	return exitOK
 }
@@ -366,7 +367,11 @@ func dmfBuild(lay *fodmf.Layout, sc *fodmf.Config, sink, legal, inPath, outPath 
 	if legal != "" {
 		where += ", company " + legal
 	}
-	fmt.Fprintf(stdout, "%s: the package of sink %s (%s): %d rows, %d bytes\n", outPath, sink, where, st.Rows, st.ZipBytes)
+	rows := "rows"
+	if st.Rows == 1 {
+		rows = "row"
+	}
+	fmt.Fprintf(stdout, "%s: the package of sink %s (%s): %d %s, %d bytes\n", outPath, sink, where, st.Rows, rows, st.ZipBytes)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  ENTITY\tFILE\tROWS\tBYTES")
 	for _, e := range st.Entities {

@@ -115,7 +115,7 @@ func TestDMFColumnsText(t *testing.T) {
      3  ITEMNUMBER
      4  CONSUMPTIONBOMQUANTITY
 
-Each record's fields are exactly these columns, without the one plantgate fills.
+Each record's fields are exactly these columns; plantgate fills JOURNALLINENUMBER.
 `
 	if out != want {
 		t.Errorf("columns:\n%s\nwant:\n%s", out, want)
@@ -127,7 +127,7 @@ Each record's fields are exactly these columns, without the one plantgate fills.
 	}
 	for _, s := range []string{"data project MES-Counting, 2 entities", "1. Counting journal headers",
 		"Counting journal headers.csv", "2. Counting journal lines", "file:          lines.csv",
-		"LINENUMBER        filled by plantgate", "names its entity in _entity (one of: Counting journal headers; Counting journal lines)"} {
+		"  2  LINENUMBER       filled by plantgate", "names its entity in _entity, one of:\n  Counting journal headers\n  Counting journal lines\n"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("two-entity columns lack %q:\n%s", s, out)
 		}

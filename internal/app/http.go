@@ -124,7 +124,16 @@ type Status struct {
 	Sources   []ComponentStatus   `json:"sources"`
 	Sinks     []ComponentStatus   `json:"sinks"`
 	InDoubt   []InDoubtView       `json:"in_doubt,omitempty"`
-	Problems  []string            `json:"problems,omitempty"`
+	// Batches are the batches sinks closed and have not settled (DMF).
+	Batches  []BatchView `json:"batches,omitempty"`
+	Problems []string    `json:"problems,omitempty"`
+}
+
+// BatchView is a sink's batch in the status output.
+type BatchView struct {
+	Sink string `json:"sink"`
+	pipeline.BatchInfo
+	AgeSeconds int64 `json:"age_seconds"`
 }
 
 // ComponentStatus is a source or sink in the status output.
@@ -155,6 +164,15 @@ func (a *App) Status() Status {
 		cs := ComponentStatus{Name: c.Name, Type: c.Type, Up: c.Up, Since: c.Since, LastError: c.LastError}
 		if sr, ok := c.plugin.(pipeline.StatusReporter); ok {
 			cs.Details = sr.Status()
+		}
+		if br, ok := c.plugin.(pipeline.BatchReporter); ok && c.Kind == "sink" {
+			for _, b := range br.Batches() {
+				st.Batches = append(st.Batches, BatchView{Sink: c.Name, BatchInfo: b, AgeSeconds: int64(time.Since(b.ClosedAt).Seconds())})
+				if b.Stalled {
+					st.Problems = append(st.Problems, fmt.Sprintf("sink %s: the import %s of batch %s is still running past import_deadline (F&O says %s); it is held, never imported again: check it in F&O's Data management workspace",
+						c.Name, b.ExecutionID, b.ID, b.Status))
+				}
+			}
 		}
 		if !c.Up {
 			st.Problems = append(st.Problems, fmt.Sprintf("%s %s is down: %s", c.Kind, c.Name, c.LastError))
@@ -237,6 +255,10 @@ th{background:#eef1f5;font-weight:600} td.n{text-align:right;font-variant-numeri
 <table><tr><th>stream</th><th>state</th><th>delivered</th><th>retries</th><th>dead-lettered</th><th>last success</th><th>last error</th></tr>
 {{range .Streams}}<tr><td>{{.Stream}}</td><td>{{.State}}</td><td class="n">{{.Delivered}}</td><td class="n">{{.Retries}}</td><td class="n">{{.DeadLetters}}</td><td>{{ts .LastOKAt}}</td><td>{{.LastError}}</td></tr>{{end}}
 </table>
+{{if .Batches}}<h2>Batches</h2>
+<table><tr><th>sink</th><th>stream</th><th>batch</th><th>step</th><th>lines</th><th>closed by</th><th>age</th><th>execution</th><th>F&amp;O status</th><th>last error</th></tr>
+{{range .Batches}}<tr><td>{{.Sink}}</td><td>{{.Stream}}</td><td>{{.ID}}</td><td>{{.Step}}{{if .Stalled}} <span class="bad">stalled</span>{{end}}</td><td class="n">{{.Lines}}</td><td>{{.Reason}}</td><td class="n">{{.AgeSeconds}} s</td><td>{{.ExecutionID}}</td><td>{{.Status}}</td><td>{{.LastError}}</td></tr>{{end}}
+</table>{{end}}
 <h2>Sources</h2>
 <table><tr><th>name</th><th>type</th><th>state</th><th>since</th><th>last error</th></tr>
 {{range .Sources}}<tr><td>{{.Name}}</td><td>{{.Type}}</td><td>{{if .Up}}<span class="ok">up</span>{{else}}<span class="bad">down</span>{{end}}</td><td>{{ts .Since}}</td><td>{{.LastError}}</td></tr>{{end}}

@@ -374,3 +374,24 @@ type DeadRecord struct {
 	Seq    uint64
 	Reason string
 }
+
+// BatchInfo is a batch a sink has closed and not settled yet, as status
+// shows it.
+type BatchInfo struct {
+	Stream      string    `json:"stream"`
+	ID          string    `json:"id"`
+	Step        string    `json:"step"`
+	Lines       int       `json:"lines"`
+	Reason      string    `json:"reason"`
+	ClosedAt    time.Time `json:"closed_at"`
+	ExecutionID string    `json:"execution_id,omitempty"`
+	// Status is F&O's last answer about the batch's import.
+	Status    string `json:"status,omitempty"`
+	Stalled   bool   `json:"stalled,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// BatchReporter is implemented by sinks that deliver in batches (fo.dmf).
+type BatchReporter interface {
+	Batches() []BatchInfo
+}

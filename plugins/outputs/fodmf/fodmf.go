@@ -106,6 +106,8 @@ type Sink struct {
 	now      func() time.Time
 	m        *sinkMetrics
 	uploadFn func(ctx context.Context, sasURL, file string) error
+	// onStep, if set, hears how long a batch spent in each step (tests).
+	onStep func(step string, d time.Duration)
 
 	mu      sync.Mutex
 	streams map[string]*streamState
@@ -308,9 +310,18 @@ func (s *Sink) save(ctx context.Context, st *streamState, b *batch) error {
 }
 
 func (s *Sink) stepTo(ctx context.Context, st *streamState, b *batch, step string) error {
-	s.m.stepSeconds.WithLabelValues(s.name, b.Step).Observe(s.now().Sub(b.StepAt).Seconds())
+	s.observeStep(b)
 	b.Step, b.StepAt, b.LastError = step, s.now().UTC(), ""
 	return s.save(ctx, st, b)
+}
+
+// observeStep records the time b spent in its current step.
+func (s *Sink) observeStep(b *batch) {
+	d := s.now().Sub(b.StepAt)
+	s.m.stepSeconds.WithLabelValues(s.name, b.Step).Observe(d.Seconds())
+	if s.onStep != nil {
+		s.onStep(b.Step, d)
+	}
 }
 
 // waitAndClose waits until the stream's open records should close into a
@@ -673,7 +684,23 @@ func (s *Sink) Status() map[string]any {
 	return st
 }
 
+// Batches implements pipeline.BatchReporter.
+func (s *Sink) Batches() []pipeline.BatchInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []pipeline.BatchInfo
+	for _, st := range s.streams {
+		if b := st.batch; b != nil {
+			out = append(out, pipeline.BatchInfo{Stream: b.Stream, ID: b.ID, Step: b.Step, Lines: b.Lines, Reason: b.Reason, ClosedAt: b.Closed,
+				ExecutionID: b.ExecutionID, Status: b.Status, Stalled: b.Stalled, LastError: b.LastError})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Stream < out[j].Stream })
+	return out
+}
+
 var (
+	_ pipeline.BatchReporter  = (*Sink)(nil)
 	_ pipeline.StreamSink     = (*Sink)(nil)
 	_ pipeline.Prober         = (*Sink)(nil)
 	_ pipeline.StatusReporter = (*Sink)(nil)

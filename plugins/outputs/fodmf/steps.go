@@ -500,7 +500,7 @@ func (s *Sink) settle(ctx context.Context, st *streamState, q pipeline.StreamQue
 			b.Outcome = map[bool]string{true: "partially_succeeded", false: "succeeded"}[len(dead) > 0]
 		}
 		b.Failed = len(dead)
-		s.m.stepSeconds.WithLabelValues(s.name, b.Step).Observe(s.now().Sub(b.StepAt).Seconds())
+		s.observeStep(b)
 		b.Step, b.StepAt = StepSettling, s.now().UTC()
 		v, _ := json.Marshal(b) // plain fields always marshal
 		if err := q.DeadLetter(ctx, dead, pipeline.StateWrite{Name: stateName(b.Stream), Value: v}); err != nil {
