@@ -180,7 +180,11 @@ func TestGatewayEndToEnd(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"ready": true`) {
 		t.Errorf("/readyz = %d %s", code, body)
 	}
-	_, body = get(t, base+"/metrics", "")
+	// The recorder writes a record before the runner acks and counts it.
+	eventually(t, "the delivery counted", func() bool {
+		_, body = get(t, base+"/metrics", "")
+		return strings.Contains(body, `plantgate_sink_delivered_total{stream="finished.trace"} 2`)
+	})
 	for _, want := range []string{`plantgate_sink_delivered_total{stream="finished.trace"} 2`, `plantgate_queue_dead_records{stream="_source.mes"} 2`,
 		`plantgate_queue_duplicates_total{stream="finished.trace"} 1`, `plantgate_source_unmatched_total{source="mes"} 1`, `plantgate_component_up{component="sink",instance="trace",type="recorder"} 1`} {
 		if !strings.Contains(body, want) {

@@ -198,3 +198,61 @@ func TestIntegrationAzurite(t *testing.T) {
 		t.Errorf("%d executions, want 2", len(ex))
 	}
 }
+
+// TestIntegrationLongPollOutlivesTheToken: an import that runs longer than
+// an access token lives is polled to its end with fresh tokens (an F&O
+// token is never refreshed by F&O itself: a poll with an expired one gets
+// 401).
+func TestIntegrationLongPollOutlivesTheToken(t *testing.T) {
+	em := foemutest.Start(t, func(c *foemu.Config) { c.Identity.TokenLifetime = foemu.Duration(time.Second) })
+	if err := em.SetFaults(foemu.Faults{DMF: foemu.DMFFaults{HangFor: foemu.Duration(3 * time.Second)}}); err != nil {
+		t.Fatal(err)
+	}
+	store := d365test.Store(t)
+	cfg := pickingConfig()
+	cfg.Batch.MaxRecords = 3
+	appendLines(t, store, qtyLines(3)...)
+	start(t, em, store, cfg)
+	d365test.WaitFor(t, 15*time.Second, "the batch settled", func() bool { return pending(store) == 0 })
+	onceEach(t, imported(t, em), 3)
+	if n := em.Stats().Total(foemu.RouteToken); n < 3 {
+		t.Errorf("%d token requests during a 3 s import with 1 s tokens", n)
+	}
+}
+
+// TestIntegrationTwoEntitiesInOnePackage: records naming two entities go
+// into one package, one data file each, imported in the configured order.
+func TestIntegrationTwoEntitiesInOnePackage(t *testing.T) {
+	em := foemutest.Start(t)
+	store := d365test.Store(t)
+	cfg := pickingConfig()
+	cfg.Entity, cfg.Columns, cfg.LineField = "", nil, ""
+	cfg.Entities = []Entity{
+		{Name: pickingLabel, Columns: []string{"JOURNALLINENUMBER", "PRODUCTIONORDERNUMBER", "ITEMNUMBER", "CONSUMPTIONBOMQUANTITY"}, LineField: "JOURNALLINENUMBER"},
+		{Name: "Production order route card journal lines", Columns: []string{"JOURNALLINENUMBER", "PRODUCTIONORDERNUMBER", "ROUTEOPERATIONNUMBER", "REGISTEREDHOURS"}, LineField: "JOURNALLINENUMBER"},
+	}
+	cfg.Batch.MaxRecords = 6
+	var recs []pipeline.Record
+	for i := range 3 {
+		p := pline("P000101", "RM-2000", json.Number(fmt.Sprint(i+1)))
+		p.Fields["_entity"] = pickingLabel
+		r := pipeline.Record{Key: "P000101", Fields: map[string]any{"_entity": "production order ROUTE card journal lines",
+			"PRODUCTIONORDERNUMBER": "P000101", "ROUTEOPERATIONNUMBER": 10, "REGISTEREDHOURS": json.Number(fmt.Sprintf("%d.5", i))}}
+		recs = append(recs, p, r)
+	}
+	appendLines(t, store, recs...)
+	start(t, em, store, cfg)
+	d365test.WaitFor(t, 15*time.Second, "the batch settled", func() bool { return pending(store) == 0 })
+	if d := d365test.Dead(t, store, "dmf"); len(d) != 0 {
+		t.Fatalf("dead letters: %+v", d)
+	}
+	onceEach(t, imported(t, em), 3)
+	cards, _ := em.Records("RouteCardProductionJournalEntries")
+	if len(cards) != 3 {
+		t.Errorf("%d route card lines, want 3", len(cards))
+	}
+	ex := em.Executions()
+	if len(ex) != 1 || len(ex[0].Entities) != 2 || ex[0].Entities[0].EntityName != pickingLabel {
+		t.Errorf("executions %+v, want one with both entities, picking list first", ex)
+	}
+}
