@@ -131,7 +131,10 @@ func newEntityWriter(e entity, tmpDir string, level int) (*entityWriter, error) 
 		row = append(row, c...) // resolve rejects names that need quotes
 	}
 	ew.row = append(row, '\r', '\n')
-	ew.emit()
+	if err := ew.emit(); err != nil {
+		ew.discard()
+		return nil, err
+	}
 	return ew, nil
 }
 
@@ -170,7 +173,7 @@ func (b *Builder) Add(i int, values map[string]any) (line int, err error) {
 			e.row = row
 			return 0, &ValueError{Entity: e.Label, Column: c, Err: err}
 		}
-		if needsQuotes(row[start:]) {
+		if mayNeedQuotes(v) && needsQuotes(row[start:]) {
 			row, e.scratch = quoteTail(row, start, e.scratch)
 		}
 	}
@@ -353,4 +356,3 @@ func (b *Builder) Abort() {
 		e.discard()
 	}
 }
-

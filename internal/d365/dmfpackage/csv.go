@@ -1,6 +1,8 @@
 package dmfpackage
 
 import (
+	"encoding/json"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -20,6 +22,16 @@ func needsQuotes(cell []byte) bool {
 		}
 	}
 	return false
+}
+
+// mayNeedQuotes reports whether the text of v can hold a separator, a
+// quote or a line break: numbers, booleans, dates and times never do.
+func mayNeedQuotes(v any) bool {
+	switch v.(type) {
+	case nil, int, int64, int32, uint, uint64, uint32, float64, float32, bool, json.Number, time.Time, Date:
+		return false
+	}
+	return true
 }
 
 // quoteTail rewrites row[start:] as a quoted cell with doubled quotes, using

@@ -69,7 +69,7 @@ func FuzzCSVRoundTrip(f *testing.F) {
 		norm := func(s string) string { return strings.ReplaceAll(s, "\r\n", "\n") }
 		want := [][]string{{norm(a), norm(b), "end"}, {"x", "y", "z"}}
 		if len(tab.Rows) != 2 {
-			t.Fatalf("%q, %q: read %d rows: %q", a, b, len(tab.Rows), tab.Rows)
+			t.Fatalf("%q, %q: read %d rows: %v", a, b, len(tab.Rows), tab.Rows)
 		}
 		for i, r := range tab.Rows {
 			if strings.Join(r.Values, "\x1f") != strings.Join(want[i], "\x1f") {

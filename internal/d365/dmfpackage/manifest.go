@@ -77,12 +77,15 @@ func renderManifest(r resolved) string {
 		el(&b, "FailExecutionUnitOnError", "false")
 		el(&b, "FailLevelOnError", "false")
 		el(&b, "InputFilePath", e.File)
-		el(&b, "LevelInExecutionUnit", "1")
+		// One level per entity: levels of a unit run one after the other,
+		// entities of one level in parallel, so the import order is the
+		// configured order (a header entity before its lines).
+		el(&b, "LevelInExecutionUnit", strconv.Itoa(i+1))
 		nilEl(&b, "QueryFilter")
 		el(&b, "RunBusinessLogic", "true")
 		el(&b, "RunBusinessValidation", "true")
 		el(&b, "SampleFilePath", "")
-		el(&b, "SequenceInLevel", strconv.Itoa(i+1))
+		el(&b, "SequenceInLevel", "1")
 		el(&b, "SkipStaging", "false")
 		el(&b, "SourceFormat", e.Format)
 		if e.TargetEntity != "" {

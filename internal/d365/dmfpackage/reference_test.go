@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"encoding/xml"
+	"errors"
 	"io"
 	"path/filepath"
 	"sort"
@@ -61,7 +62,7 @@ func parseTree(t *testing.T, b []byte) *node {
 	stack := []*node{root}
 	for {
 		tok, err := dec.Token()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
@@ -188,7 +189,7 @@ func TestManifestMatchesEmulatorWriter(t *testing.T) {
 	for i, e := range r.entities {
 		me := dmfpkg.Entity{
 			EntityName: e.Label, TargetEntity: e.TargetEntity, SourceFormat: e.Format, InputFilePath: e.File,
-			SequenceInLevel: i + 1, RunBusinessLogic: true, RunBusinessValid: true, HasEntityMapList: true,
+			LevelInExecution: i + 1, SequenceInLevel: 1, RunBusinessLogic: true, RunBusinessValid: true, HasEntityMapList: true,
 		}
 		for j, c := range e.Columns {
 			me.EntityMapList = append(me.EntityMapList, dmfpkg.EntityMap{EntityField: e.fields[j], XMLField: c})

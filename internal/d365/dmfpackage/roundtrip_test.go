@@ -99,7 +99,7 @@ func TestRoundTripThroughEmulatorReader(t *testing.T) {
 	for i, e := range spec.Entities {
 		m := dmfpkg.Entity{
 			EntityName: e.Label, TargetEntity: e.TargetEntity, SourceFormat: FormatCSVUnicode, InputFilePath: fileOrDefault(e),
-			DefaultRefreshType: "FullPush", ExecutionUnit: 1, LevelInExecution: 1, SequenceInLevel: i + 1,
+			DefaultRefreshType: "FullPush", ExecutionUnit: 1, LevelInExecution: i + 1, SequenceInLevel: 1,
 			RunBusinessLogic: true, RunBusinessValid: true, HasEntityMapList: true,
 		}
 		for _, c := range e.Columns {

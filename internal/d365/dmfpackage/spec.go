@@ -62,7 +62,8 @@ type Spec struct {
 	// DefinitionGroup.
 	Description string
 	// Entities holds one data file each, in import order: all in
-	// ExecutionUnit 1, LevelInExecutionUnit 1, SequenceInLevel i+1.
+	// ExecutionUnit 1, entity i in LevelInExecutionUnit i+1 (levels run one
+	// after the other), SequenceInLevel 1.
 	Entities []Entity
 	// ManifestTemplate, if set, is a Manifest.xml exported from the
 	// customer's own data project (UTF-16 with a byte order mark, or UTF-8),

@@ -227,7 +227,7 @@ func (s *Sink) RunStream(ctx context.Context, stream string, q pipeline.StreamQu
 		case err != nil:
 			s.fail(st, err)
 			retry++
-			s.log.Warn().Err(err).Str(logging.FieldStream, stream).Str("batch", b.ID).Str("step", b.Step).Msg("DMF batch step failed, will retry")
+			s.log.Warn().Str(logging.FieldReason, logging.RedactText(err.Error())).Str(logging.FieldStream, stream).Str("batch", b.ID).Str("step", b.Step).Msg("DMF batch step failed, will retry")
 			_ = wait(ctx, backoffDelay(retry))
 		case done:
 			retry = 0
@@ -372,7 +372,7 @@ func (s *Sink) waitAndClose(ctx context.Context, stream string, st *streamState,
 			// joined it.
 			if err := s.env.Probe(ctx); err != nil {
 				s.setWaiting(st, "waiting for F&O to close a batch ("+reason+"): "+logging.RedactText(err.Error()))
-				if wait(ctx, 5*time.Second) != nil {
+				if wait(ctx, min(5*time.Second, s.cfg.PollMax)) != nil {
 					return nil, ctx.Err()
 				}
 				continue

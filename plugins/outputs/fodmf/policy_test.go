@@ -256,3 +256,31 @@ func TestIntegrationTwoEntitiesInOnePackage(t *testing.T) {
 		t.Errorf("executions %+v, want one with both entities, picking list first", ex)
 	}
 }
+
+// TestIntegrationClosesOnlyWhileFOIsReachable: while F&O's identity
+// platform refuses, no batch closes (records arriving meanwhile can still
+// join it) and status says why; once it answers, the batch goes.
+func TestIntegrationClosesOnlyWhileFOIsReachable(t *testing.T) {
+	em := foemutest.Start(t)
+	if err := em.SetFaults(foemu.Faults{Rules: []foemu.FaultRule{{Route: foemu.RouteToken, ErrorRate: 1, ErrorStatus: 503}}}); err != nil {
+		t.Fatal(err)
+	}
+	store := d365test.Store(t)
+	cfg := pickingConfig()
+	cfg.Batch.MaxRecords = 2
+	appendLines(t, store, qtyLines(2)...)
+	h := start(t, em, store, cfg)
+	d365test.WaitFor(t, 10*time.Second, "status says it waits for F&O", func() bool {
+		streams, _ := h.sink.Status()["streams"].(map[string]any)
+		v, _ := streams["dmf"].(map[string]any)
+		return strings.Contains(fmt.Sprint(v["waiting"]), "waiting for F&O")
+	})
+	if bs := h.sink.Batches(); len(bs) != 0 {
+		t.Fatalf("a batch closed while F&O was unreachable: %+v", bs)
+	}
+	if err := em.SetFaults(foemu.Faults{}); err != nil {
+		t.Fatal(err)
+	}
+	d365test.WaitFor(t, 15*time.Second, "the batch imported", func() bool { return pending(store) == 0 })
+	onceEach(t, imported(t, em), 2)
+}

@@ -258,10 +258,11 @@ func (s *Sink) upload(ctx context.Context, sasURL, file string) error {
 
 // redactErr keeps a SAS URL's signature out of an error text.
 func redactErr(err error, sasURL string) error {
-	if i := strings.IndexByte(sasURL, '?'); i >= 0 && strings.Contains(err.Error(), sasURL[i+1:]) {
-		return &redacted{err: err, text: strings.ReplaceAll(err.Error(), sasURL[i+1:], "<SAS>")}
+	text := err.Error()
+	if i := strings.IndexByte(sasURL, '?'); i >= 0 {
+		text = strings.ReplaceAll(text, sasURL[i+1:], "<SAS>")
 	}
-	return err
+	return &redacted{err: err, text: logging.RedactText(text)}
 }
 
 type redacted struct {
@@ -339,6 +340,13 @@ func (s *Sink) importPackage(ctx context.Context, st *streamState, q pipeline.St
 	case pipeline.IsPermanent(err):
 		// F&O refused the package itself: nothing was imported.
 		return s.failed(ctx, st, q, b, []string{err.Error()})
+	}
+	// The request did not reach F&O, or F&O answered an error: it did not
+	// take the import. The next attempt requests it again at once, under
+	// the same executionId.
+	b.RequestedAt = time.Time{}
+	if serr := s.stepTo(ctx, st, b, StepUploaded); serr != nil {
+		return serr
 	}
 	return err
 }
