@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# make demo: fo-emulator + plantgate (embedded MQTT broker, MES and OData
-# sinks) + the MES simulator, on this machine, with nothing but Go.
+# make demo: fo-emulator + plantgate (embedded MQTT broker, MES, OData and
+# DMF sinks) + the MES simulator, on this machine, with nothing but Go.
 # Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,9 @@ cleanup() {
   wait 2>/dev/null || true
   echo "demo: stopped; state is in $DEMO (rm -rf it to start afresh)"
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
 
 "$DEMO/bin/fo-emulator" --listen 127.0.0.1:18443 --data-dir "$DEMO/emulator" --log-format json >"$DEMO/logs/fo-emulator.log" 2>&1 &
 pids+=($!)
@@ -49,6 +51,10 @@ plantgate demo is running.
   MES messages in F&O    curl -s --cacert $DEMO/emulator/ca.pem $EMU/_emulator/messages
   production orders      curl -s --cacert $DEMO/emulator/ca.pem $EMU/_emulator/production-orders
   order headers (OData)  curl -s --cacert $DEMO/emulator/ca.pem $EMU/_emulator/records/ProductionOrderHeaders
+  DMF imports            curl -s --cacert $DEMO/emulator/ca.pem $EMU/_emulator/executions
+  consumption (DMF)      curl -s --cacert $DEMO/emulator/ca.pem $EMU/_emulator/records/ProductionPickingListJournalEntries
+                         (a batch is imported when its oldest line is 20 s old; the batch in
+                         flight is under "batches" in the gateway status)
   logs                   $DEMO/logs/
 
 Publish one confirmation by hand (mosquitto-clients):

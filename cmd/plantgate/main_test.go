@@ -37,6 +37,13 @@ func TestCheckConfigDemo(t *testing.T) {
 	if code != exitOK || strings.Contains(errOut, "warning") {
 		t.Errorf("check-config demo.yaml = %d, want 0 without warnings\n%s%s", code, out, errOut)
 	}
+	// make demo also sends consumption through DMF.
+	_, out, _ = runCLI("check-config", "-c", "../../configs/demo.yaml", "--print")
+	for _, want := range []string{"type: fo.dmf", "to: [dmf-picking]", `topic == "mes/line3/consumption"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check-config --print demo.yaml lacks %q\n%s", want, out)
+		}
+	}
 }
 
 func writeConfig(t *testing.T, body string) string {
