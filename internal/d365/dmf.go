@@ -230,6 +230,19 @@ func (l *ImportLock) Lock(ctx context.Context, holder string) error {
 	}
 }
 
+// TryLock takes the lock if it is free.
+func (l *ImportLock) TryLock(holder string) bool {
+	select {
+	case l.ch <- struct{}{}:
+		l.mu.Lock()
+		l.holder = holder
+		l.mu.Unlock()
+		return true
+	default:
+		return false
+	}
+}
+
 // Unlock releases the lock.
 func (l *ImportLock) Unlock() {
 	l.mu.Lock()

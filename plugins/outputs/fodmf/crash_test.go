@@ -2,6 +2,8 @@ package fodmf_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -25,8 +27,8 @@ import (
 	"github.com/plantgate/plantgate/internal/foemu/foemutest"
 	"github.com/plantgate/plantgate/internal/queue"
 	"github.com/plantgate/plantgate/internal/testutil/lazyfs"
-	"github.com/plantgate/plantgate/plugins/outputs/fodmf"
 	_ "github.com/plantgate/plantgate/plugins/all"
+	"github.com/plantgate/plantgate/plugins/outputs/fodmf"
 )
 
 // The child gateway: a file source of JSON lines, one flow, one fo.dmf
@@ -193,8 +195,9 @@ type dmfBatch struct {
 type dmfView struct {
 	atEnd, ready bool
 	records      int64
-	batches      []dmfBatch
+	batches      []dmfBatch // of the sink dmf
 	sinkError    string
+	bySink       map[string][]dmfBatch
 }
 
 func (v dmfView) batch() (dmfBatch, bool) {
@@ -212,6 +215,8 @@ type persistedBatch struct {
 	From        uint64 `json:"from"`
 	To          uint64 `json:"to"`
 	Lines       int    `json:"lines"`
+	PackageFile string `json:"package_file"`
+	PackageSHA  string `json:"package_sha256"`
 }
 
 type dmfKill struct {
@@ -247,6 +252,7 @@ type dmfRig struct {
 	logPath  string
 	httpAddr string
 	cfgPath  string
+	tmpl     string // the config template (dmfCrashConfig)
 	rng      *rand.Rand
 	runs     int
 	cuts     int
@@ -292,6 +298,10 @@ func runDMFCrash(t *testing.T, plan dmfCrashPlan) {
 		}
 		if t.Failed() {
 			t.Logf("gateway log (last 60 lines):\n%s", r.logTail(60))
+		}
+		if p := os.Getenv("PLANTGATE_DMF_CRASH_KEEP_LOG"); p != "" {
+			b, _ := os.ReadFile(r.logPath)
+			_ = os.WriteFile(p, b, 0o600)
 		}
 	})
 
@@ -340,18 +350,28 @@ func (r *dmfRig) stepKills() {
 		r.start(0)
 		return r.waitBatch("a batch at packaged", func(b dmfBatch) bool { return b.Step == fodmf.StepPackaged })
 	})
-	// importing, never received: ImportFromPackage waits in the emulator's
-	// latency, before it is handled, when the kill lands.
-	r.faults(foemu.Faults{Rules: []foemu.FaultRule{{Route: foemu.RouteDMF, Latency: foemu.Duration(700 * time.Millisecond)}}})
+	// importing, never received: the package uploads slowly; meanwhile
+	// the emulator starts resetting every DMF connection, so
+	// ImportFromPackage never reaches it (the emulator's latency would
+	// not do: it handles a request whose client died during the latency).
 	var lost dmfBatch
-	r.aim("importing (not received)", fodmf.StepImporting, func() dmfBatch {
+	r.aim("importing (not received)", fodmf.StepImporting+"|"+fodmf.StepPolling, func() dmfBatch {
+		r.faults(foemu.Faults{Rules: []foemu.FaultRule{{Route: foemu.RouteBlob, Latency: foemu.Duration(400 * time.Millisecond)}}})
 		r.start(0)
-		lost = r.waitBatch("a batch at importing", func(b dmfBatch) bool { return b.Step == fodmf.StepImporting && b.ExecutionID != "" })
+		r.waitBatch("a batch at packaged", func(b dmfBatch) bool { return b.Step == fodmf.StepPackaged })
+		time.Sleep(150 * time.Millisecond) // GetAzureWriteUrl answered; the upload is in its latency
+		r.faults(foemu.Faults{Rules: []foemu.FaultRule{
+			{Route: foemu.RouteBlob, Latency: foemu.Duration(400 * time.Millisecond)},
+			{Route: foemu.RouteDMF, Outage: &foemu.Outage{Mode: foemu.OutageReset}},
+		}})
+		lost = r.waitBatch("a batch requesting its import", func(b dmfBatch) bool {
+			return (b.Step == fodmf.StepImporting || b.Step == fodmf.StepPolling) && b.ExecutionID != ""
+		})
 		time.Sleep(100 * time.Millisecond)
 		return lost
 	})
 	if _, ok := r.em.Execution(lost.ExecutionID); ok {
-		t.Fatalf("execution %s reached the emulator although the kill landed in its latency", lost.ExecutionID)
+		t.Fatalf("execution %s reached the emulator through its DMF outage", lost.ExecutionID)
 	}
 	// uploaded, the same batch again: F&O does not know its executionId
 	// after not_found_grace, so the sink uploads the package again (slowly)
@@ -457,7 +477,11 @@ func (r *dmfRig) start(commitDelay time.Duration) {
 	if r.cmd != nil {
 		return
 	}
-	cfg := fmt.Sprintf(dmfCrashConfig, r.dataDir, r.em.BaseURL(), r.em.CAFile(), r.httpAddr, r.input, commitDelay)
+	tmpl := r.tmpl
+	if tmpl == "" {
+		tmpl = dmfCrashConfig
+	}
+	cfg := fmt.Sprintf(tmpl, r.dataDir, r.em.BaseURL(), r.em.CAFile(), r.httpAddr, r.input, commitDelay)
 	if err := os.WriteFile(r.cfgPath, []byte(cfg), 0o600); err != nil {
 		r.t.Fatal(err)
 	}
@@ -494,13 +518,23 @@ func (r *dmfRig) kill(target string, shown dmfBatch, want string) dmfKill {
 	k := dmfKill{n: len(r.kills) + 1, target: target, shown: shown}
 	k.persisted, k.pending = r.onDisk()
 	if p := k.persisted; p != nil && p.ID == shown.ID {
-		k.hit = want != "" && p.Step == want
+		for _, w := range strings.Split(want, "|") {
+			k.hit = k.hit || w != "" && p.Step == w
+		}
 		// The step on disk is never behind the one shown (it is shown once
 		// it is on disk), except where the sink itself goes back: to
 		// uploaded to request an unknown import again, to closed to build a
 		// lost package again.
 		if stepOrder[p.Step] < stepOrder[shown.Step] && p.Step != fodmf.StepUploaded && p.Step != fodmf.StepClosed {
 			r.t.Errorf("%s: the step on disk is behind the one the status showed", k)
+		}
+	}
+	// The package is synced before the step packaged is written: from
+	// packaged to polling it must be there, intact, after a cut too.
+	if p := k.persisted; p != nil && stepOrder[p.Step] >= stepOrder[fodmf.StepPackaged] && p.Step != fodmf.StepSettling {
+		b, err := os.ReadFile(p.PackageFile)
+		if sum := sha256.Sum256(b); err != nil || hex.EncodeToString(sum[:]) != p.PackageSHA {
+			r.t.Errorf("%s: the package file %s is lost or damaged (%v) although the step on disk is %s", k, p.PackageFile, err, p.Step)
 		}
 	}
 	r.kills = append(r.kills, k)
@@ -550,16 +584,17 @@ func (r *dmfRig) status() (dmfView, bool) {
 	if json.NewDecoder(resp.Body).Decode(&st) != nil {
 		return dmfView{}, false
 	}
-	v := dmfView{ready: st.Ready, records: st.Queue.Records}
+	v := dmfView{ready: st.Ready, records: st.Queue.Records, bySink: map[string][]dmfBatch{}}
 	v.atEnd = len(st.Sources) == 1 && st.Sources[0].Details["at_end"] == true
 	for _, s := range st.Sinks {
-		if s.Name != dmfSink {
-			continue
+		var bs []dmfBatch
+		if d, ok := s.Details["batches"]; ok {
+			raw, _ := json.Marshal(d)
+			_ = json.Unmarshal(raw, &bs)
 		}
-		v.sinkError = s.LastError
-		if bs, ok := s.Details["batches"]; ok {
-			raw, _ := json.Marshal(bs)
-			_ = json.Unmarshal(raw, &v.batches)
+		v.bySink[s.Name] = bs
+		if s.Name == dmfSink {
+			v.sinkError, v.batches = s.LastError, bs
 		}
 	}
 	return v, true
@@ -712,4 +747,137 @@ func (r *dmfRig) logTail(n int) string {
 	}
 	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(ls[max(0, len(ls)-n):], "\n")
+}
+
+// dmfTwoSinksConfig is dmfCrashConfig with a second fo.dmf sink on the
+// same F&O environment: lines of kind "a" go to dmf, of kind "b" to dmf2.
+var dmfTwoSinksConfig = strings.Replace(strings.Replace(dmfCrashConfig, `flows:
+  picking:
+    from: in
+    key: payload.order`, `flows:
+  picking2:
+    from: in
+    when: payload.kind == "b"
+    key: payload.order
+    id: payload.id
+    to: dmf2
+    map:
+      PRODUCTIONORDERNUMBER: payload.order
+      ITEMNUMBER: payload.item
+      CONSUMPTIONBOMQUANTITY: payload.qty
+  picking:
+    from: in
+    when: payload.kind == "a"
+    key: payload.order`, 1), `sinks:
+  dmf:`, `sinks:
+  dmf2:
+    type: fo.dmf
+    env: emu
+    definition_group: MES-PickingList
+    entity: Production order picking list journal lines
+    columns: [JOURNALLINENUMBER, PRODUCTIONORDERNUMBER, ITEMNUMBER, CONSUMPTIONBOMQUANTITY]
+    line_field: JOURNALLINENUMBER
+    poll_initial: 20ms
+    poll_max: 200ms
+    not_found_grace: 2s
+    batch: {max_records: 40, max_age: 200ms}
+  dmf:`, 1)
+
+// TestIntegrationDMFTwoSinksRestartNotParallel: two fo.dmf sinks share an
+// F&O environment, hence its import lock. The gateway is killed while one
+// sink polls an execution F&O still runs and the other waits for the lock
+// with its package uploaded. After the restart both resume; the one at
+// uploaded must not import while the other's execution still runs (F&O
+// fails parallel imports).
+//
+// Before a resumed import took the lock when its sink was built, the two
+// resumed sinks raced for it and the one at uploaded won about one run in
+// three: it imported while the other's execution ran, F&O failed it, and
+// its lines were dead-lettered.
+func TestIntegrationDMFTwoSinksRestartNotParallel(t *testing.T) {
+	if os.Getenv(envDMFCrashConfig) != "" {
+		t.Skip("inside the helper")
+	}
+	em := foemutest.Start(t)
+	r := &dmfRig{t: t, em: em, work: t.TempDir(), tmpl: dmfTwoSinksConfig}
+	r.dataDir = filepath.Join(r.work, "data")
+	r.input = filepath.Join(r.work, "in.jsonl")
+	r.logPath = filepath.Join(r.work, "gateway.log")
+	r.cfgPath = filepath.Join(r.work, "plantgate.yaml")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.httpAddr = ln.Addr().String()
+	_ = ln.Close()
+	const lines = 400
+	var in strings.Builder
+	for i := range lines {
+		fmt.Fprintf(&in, `{"id":"l%d","kind":%q,"order":"P%06d","item":"RM-2000","qty":%d}`+"\n", i, string(rune('a'+i%2)), 101+i%3, i+1)
+	}
+	if err := os.WriteFile(r.input, []byte(in.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if r.cmd != nil {
+			_ = r.cmd.Process.Signal(syscall.SIGKILL)
+			<-r.exited
+		}
+		if t.Failed() {
+			t.Logf("gateway log (last 40 lines):\n%s", r.logTail(40))
+		}
+		if p := os.Getenv("PLANTGATE_DMF_CRASH_KEEP_LOG"); p != "" {
+			b, _ := os.ReadFile(r.logPath)
+			_ = os.WriteFile(p, b, 0o600)
+		}
+	})
+	for k := 0; k < 4; k++ {
+		r.faults(foemu.Faults{DMF: foemu.DMFFaults{HangFor: foemu.Duration(2500 * time.Millisecond)}})
+		r.start(0)
+		var shown string
+		r.waitFor("one sink polling a running execution, the other at uploaded", 20*time.Second, func() bool {
+			v, ok := r.status()
+			if !ok {
+				return false
+			}
+			var polling, waiting bool
+			shown = ""
+			for name, bs := range v.bySink {
+				for _, b := range bs {
+					shown += fmt.Sprintf(" %s:%s", name, b.Step)
+					if b.Step == fodmf.StepPolling && b.ExecutionID != "" {
+						ex, ok := r.em.Execution(b.ExecutionID)
+						polling = polling || ok && ex.Status == foemu.StatusExecuting
+					}
+					waiting = waiting || b.Step == fodmf.StepUploaded
+				}
+			}
+			return polling && waiting
+		})
+		_ = r.cmd.Process.Signal(syscall.SIGKILL)
+		<-r.exited
+		r.cmd = nil
+		r.faults(foemu.Faults{})
+		t.Logf("kill %d with%s", k+1, shown)
+	}
+	r.finish()
+	for _, e := range em.Executions() {
+		if e.ParallelWith != "" || e.Status != foemu.StatusSucceeded {
+			t.Errorf("execution %s ended %s (imported while %q still ran)", e.ID, e.Status, e.ParallelWith)
+		}
+	}
+	s, err := queue.Open(filepath.Join(r.dataDir, "queue.db"), queue.Options{ReadOnly: true, OpenTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	for _, sink := range []string{"dmf", "dmf2"} {
+		if dead, _ := s.ListDead(sink, 0, 0); len(dead) != 0 {
+			t.Errorf("%s: %d lines dead-lettered, first: %s", sink, len(dead), dead[0].Reason)
+		}
+	}
+	recs, _ := em.Records("ProductionPickingListJournalEntries")
+	if len(recs) != lines {
+		t.Errorf("%d lines in F&O, want %d", len(recs), lines)
+	}
 }

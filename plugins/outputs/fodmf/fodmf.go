@@ -158,6 +158,25 @@ func New(cfg *Config, env pipeline.Env) (*Sink, error) {
 	if s.gateway == "" {
 		s.gateway = "plantgate"
 	}
+	// A batch whose import F&O may be running takes the environment's
+	// import lock now, before any sink's stream runs: otherwise after a
+	// restart another sink could win the lock and start a second import
+	// while this one still runs in F&O.
+	for _, f := range env.Flows {
+		b, err := s.load(f.Stream)
+		if err != nil {
+			return nil, err
+		}
+		if b != nil && (b.Step == StepImporting || b.Step == StepPolling) {
+			st := s.stream(f.Stream)
+			if st.lockHeld {
+				continue
+			}
+			// Two batches importing at once cannot come from one gateway;
+			// should it happen, the second waits for the lock when it polls.
+			st.lockHeld = fe.ImportLock().TryLock(s.name + "/" + b.ID)
+		}
+	}
 	return s, nil
 }
 

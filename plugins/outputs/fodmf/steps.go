@@ -341,13 +341,17 @@ func (s *Sink) importPackage(ctx context.Context, st *streamState, q pipeline.St
 		// F&O refused the package itself: nothing was imported.
 		return s.failed(ctx, st, q, b, []string{err.Error()})
 	}
-	// The request did not reach F&O, or F&O answered an error: it did not
-	// take the import. The next attempt requests it again at once, under
-	// the same executionId.
-	b.RequestedAt = time.Time{}
-	if serr := s.stepTo(ctx, st, b, StepUploaded); serr != nil {
-		return serr
+	if d365.StatusOf(err) == 0 {
+		// The request provably never left (refused, no token): request it
+		// again at once, under the same executionId.
+		b.RequestedAt = time.Time{}
+		if serr := s.stepTo(ctx, st, b, StepUploaded); serr != nil {
+			return serr
+		}
+		return err
 	}
+	// F&O answered an error (a 5xx): it may still have taken the import.
+	// The next attempt asks for the execution first (StepImporting).
 	return err
 }
 
