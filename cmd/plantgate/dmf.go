@@ -281,7 +281,7 @@ func dmfRecords(r io.Reader, name string) ([]pipeline.Record, []int, error) {
 			recs = append(recs, pipeline.Record{Seq: uint64(len(recs) + 1), Fields: fields})
 			lines = append(lines, n)
 		}
-		if err != nil { // io.EOF
+		if errors.Is(err, io.EOF) {
 			return recs, lines, nil
 		}
 	}
@@ -315,7 +315,7 @@ func dmfBuild(lay *fodmf.Layout, sc *fodmf.Config, sink, legal, inPath, outPath 
 	if inPath == "-" {
 		in, name = dmfStdin, "stdin"
 	} else {
-		f, err := os.Open(inPath)
+		f, err := os.Open(inPath) //nolint:gosec // the operator names the input file
 		if err != nil {
 			return fail("%v", err)
 		}
@@ -346,7 +346,7 @@ func dmfBuild(lay *fodmf.Layout, sc *fodmf.Config, sink, legal, inPath, outPath 
 	defer func() {
 		if !done {
 			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
+			_ = os.Remove(tmp.Name()) //nolint:gosec // our own temp file beside --out
 		}
 	}()
 	st, err := lay.Build(tmp, spool, recs)
@@ -359,7 +359,7 @@ func dmfBuild(lay *fodmf.Layout, sc *fodmf.Config, sink, legal, inPath, outPath 
 	if err := tmp.Close(); err != nil {
 		return fail("write %s: %v", outPath, err)
 	}
-	if err := os.Rename(tmp.Name(), outPath); err != nil {
+	if err := os.Rename(tmp.Name(), outPath); err != nil { //nolint:gosec // the operator names the output file
 		return fail("%v", err)
 	}
 	done = true

@@ -111,7 +111,7 @@ func TestDMFCrashGateway(t *testing.T) {
 	}
 	log := zerolog.Nop()
 	if p := os.Getenv(envDMFCrashLog); p != "" {
-		f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600) //nolint:gosec // the test's own log
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		if err == nil {
 			log = zerolog.New(f).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 		}
@@ -489,7 +489,7 @@ func (r *dmfRig) start(commitDelay time.Duration) {
 	f, _ := os.OpenFile(r.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	fmt.Fprintf(f, "{\"message\":\"=== run %d (commit_max_delay %v) ===\"}\n", r.runs, commitDelay)
 	_ = f.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestDMFCrashGateway$", "-test.count=1") //nolint:gosec // the test binary itself
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDMFCrashGateway$", "-test.count=1")
 	cmd.Env = append(os.Environ(), envDMFCrashConfig+"="+r.cfgPath, envDMFCrashLog+"="+r.logPath,
 		"PG_DMF_CRASH_FO_SECRET="+foemu.DefaultClientSecret)
 	r.stderr = &strings.Builder{}
