@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -162,10 +163,15 @@ func New(cfg *Config, env pipeline.Env) (*Sink, error) {
 	// import lock now, before any sink's stream runs: otherwise after a
 	// restart another sink could win the lock and start a second import
 	// while this one still runs in F&O.
+	keep := map[string]bool{}
+	defer func() { s.removeStalePackages(keep) }()
 	for _, f := range env.Flows {
 		b, err := s.load(f.Stream)
 		if err != nil {
 			return nil, err
+		}
+		if b != nil {
+			keep[b.ID] = true
 		}
 		if b != nil && (b.Step == StepImporting || b.Step == StepPolling) {
 			st := s.stream(f.Stream)
@@ -634,9 +640,31 @@ func (s *Layout) row(r pipeline.Record, line int) (int, map[string]any, error) {
 	return i, vals, nil
 }
 
-// packagePath is where a batch's package is built.
+// packagePath is where a batch's package is built: a directory per batch
+// holds the package and the builder's spool files, and goes with the batch.
 func (s *Sink) packagePath(b *batch) string {
-	return filepath.Join(s.dataDir, "packages", b.ID+".zip")
+	return filepath.Join(s.dataDir, "packages", b.ID, "package.zip")
+}
+
+// removeStalePackages deletes the package directories of batches that are
+// no longer in flight (settled before a crash removed them, or spool files
+// of a build the crash cut short).
+func (s *Sink) removeStalePackages(keep map[string]bool) {
+	if s.dataDir == "" {
+		return
+	}
+	dir := filepath.Join(s.dataDir, "packages")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !keep[e.Name()] {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				s.log.Warn().Err(err).Str("dir", e.Name()).Msg("remove a stale DMF package")
+			}
+		}
+	}
 }
 
 // blobName is the package's unique file name in F&O's blob store.

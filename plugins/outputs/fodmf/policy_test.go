@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -283,4 +285,26 @@ func TestIntegrationClosesOnlyWhileFOIsReachable(t *testing.T) {
 	}
 	d365test.WaitFor(t, 15*time.Second, "the batch imported", func() bool { return pending(store) == 0 })
 	onceEach(t, imported(t, em), 2)
+}
+
+// TestStalePackagesRemovedAtStart: package directories of batches no
+// longer in flight (left by a crash) are removed when the sink starts.
+func TestStalePackagesRemovedAtStart(t *testing.T) {
+	em := foemutest.Start(t)
+	store := d365test.Store(t)
+	env := d365test.PluginEnv(t, "dmf", d365test.Env(t, em), store)
+	env.DataDir = t.TempDir()
+	stale := filepath.Join(env.DataDir, "packages", "20260101T000000Z-dead", "spool-1")
+	if err := os.MkdirAll(filepath.Dir(stale), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stale, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(pickingConfig(), env); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(stale)); !os.IsNotExist(err) {
+		t.Errorf("stale package dir still there: %v", err)
+	}
 }

@@ -533,7 +533,9 @@ func (s *Sink) settle(ctx context.Context, st *streamState, q pipeline.StreamQue
 	s.m.linesOK.WithLabelValues(s.name).Add(float64(len(seqs)))
 	s.m.batches.WithLabelValues(s.name, b.Outcome).Inc()
 	if b.PackageFile != "" {
-		_ = os.Remove(b.PackageFile)
+		_ = os.RemoveAll(filepath.Dir(b.PackageFile))
+	} else {
+		_ = os.RemoveAll(filepath.Dir(s.packagePath(b)))
 	}
 	s.log.Info().Str("batch", b.ID).Str("execution_id", b.ExecutionID).Str("outcome", b.Outcome).Int("imported", len(seqs)).Int("dead_lettered", b.Failed).
 		Msg("DMF batch settled")
