@@ -1,71 +1,15 @@
 package foemu_test
 
 import (
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/plantgate/plantgate/internal/foemu"
 	"github.com/plantgate/plantgate/internal/foemu/foemutest"
 )
 
-// azuriteBin locates azurite-blob: $PLANTGATE_AZURITE, else
-// <repo>/.tools/node_modules/.bin/azurite-blob as installed by make tools.
-func azuriteBin(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("PLANTGATE_AZURITE"); p != "" {
-		return p
-	}
-	p := filepath.Join(repoRoot(t), ".tools", "node_modules", ".bin", "azurite-blob")
-	if _, err := os.Stat(p); err != nil {
-		if testing.Short() {
-			t.Skipf("azurite-blob not found at %s (-short)", p)
-		}
-		t.Fatalf("azurite-blob not found at %s: run `make tools` (installs npm azurite@3.37.0) or set PLANTGATE_AZURITE", p)
-	}
-	return p
-}
-
-// startAzurite runs Azurite's blob service on a free loopback port and
-// returns the path-style account endpoint. It is killed when the test ends.
-func startAzurite(t *testing.T) string {
-	t.Helper()
-	bin := azuriteBin(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	cmd := exec.Command(bin, "--inMemoryPersistence", "--skipApiVersionCheck", "--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port), "--silent")
-	cmd.Dir = t.TempDir()
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start azurite: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	endpoint := "http://127.0.0.1:" + strconv.Itoa(port) + "/" + foemu.AzuriteAccount
-	hc := &http.Client{Timeout: time.Second}
-	foemutest.WaitFor(t, 30*time.Second, "azurite to answer", func() bool {
-		resp, err := hc.Get(endpoint + "?comp=list")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return true
-	})
-	return endpoint
-}
+// startAzurite runs Azurite's blob service (foemutest.StartAzurite).
+func startAzurite(t *testing.T) string { return foemutest.StartAzurite(t) }
 
 // TestIntegrationDMFAzurite drives the whole DMF flow with the azblob SDK
 // against a real Azurite: SAS URLs signed for it, uploads with UploadBuffer

@@ -17,6 +17,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"github.com/rs/zerolog"
 
+	"github.com/plantgate/plantgate/internal/backoff"
 	"github.com/plantgate/plantgate/internal/d365"
 	"github.com/plantgate/plantgate/internal/d365/dmfpackage"
 	"github.com/plantgate/plantgate/internal/logging"
@@ -264,21 +265,12 @@ func (s *Sink) RunStream(ctx context.Context, stream string, q pipeline.StreamQu
 	return nil
 }
 
-func backoffDelay(n int) time.Duration {
-	d := 500 * time.Millisecond << min(n, 7)
-	return min(d, time.Minute)
-}
+// retryPolicy spaces the retries of a failed step.
+var retryPolicy = backoff.Policy{Initial: 500 * time.Millisecond, Max: time.Minute}
 
-func wait(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func backoffDelay(n int) time.Duration { return retryPolicy.Delay(n) }
+
+func wait(ctx context.Context, d time.Duration) error { return backoff.Wait(ctx, d) }
 
 func (s *Sink) fail(st *streamState, err error) {
 	s.mu.Lock()

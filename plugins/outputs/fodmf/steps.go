@@ -283,14 +283,8 @@ func (s *Sink) executionID(b *batch) string {
 // which the batch keeps until F&O answered its import. After a restart in
 // StepImporting it asks F&O first whether it knows the execution.
 func (s *Sink) importPackage(ctx context.Context, st *streamState, q pipeline.StreamQueue, b *batch) error {
-	s.mu.Lock()
-	held := st.lockHeld
-	s.mu.Unlock()
-	if !held {
-		if err := s.env.ImportLock().Lock(ctx, s.name+"/"+b.ID); err != nil {
-			return err
-		}
-		s.holdLock(st, true)
+	if err := s.ensureLock(ctx, st, b); err != nil {
+		return err
 	}
 	if b.Step == StepImporting && b.ExecutionID != "" {
 		status, err := s.env.ExecutionStatus(ctx, b.ExecutionID)
@@ -355,10 +349,22 @@ func (s *Sink) importPackage(ctx context.Context, st *streamState, q pipeline.St
 	return err
 }
 
-func (s *Sink) holdLock(st *streamState, held bool) {
+// ensureLock takes the environment's import lock for the stream unless it
+// holds it already.
+func (s *Sink) ensureLock(ctx context.Context, st *streamState, b *batch) error {
 	s.mu.Lock()
-	st.lockHeld = held
+	held := st.lockHeld
 	s.mu.Unlock()
+	if held {
+		return nil
+	}
+	if err := s.env.ImportLock().Lock(ctx, s.name+"/"+b.ID); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	st.lockHeld = true
+	s.mu.Unlock()
+	return nil
 }
 
 // releaseLock releases the import lock if the stream holds it.
@@ -375,15 +381,9 @@ func (s *Sink) releaseLock(st *streamState) {
 // poll asks F&O for the execution's status, with backoff, until it is
 // final; then it books the outcome.
 func (s *Sink) poll(ctx context.Context, st *streamState, q pipeline.StreamQueue, b *batch) error {
-	s.mu.Lock()
-	held := st.lockHeld
-	s.mu.Unlock()
-	if !held {
-		// Resumed after a restart: nobody else may import meanwhile.
-		if err := s.env.ImportLock().Lock(ctx, s.name+"/"+b.ID); err != nil {
-			return err
-		}
-		s.holdLock(st, true)
+	// Resumed after a restart: nobody else may import meanwhile.
+	if err := s.ensureLock(ctx, st, b); err != nil {
+		return err
 	}
 	delay := s.cfg.PollInitial
 	for n := 0; ctx.Err() == nil; n++ {
