@@ -17,14 +17,12 @@
 // Different keys proceed in parallel on different lanes, and every stream
 // has its own runner, so a slow sink never delays another.
 //
-// Sinks shape their batches in three ways. A per-record sink (OData, MES)
-// takes max_batch records and writes them one by one with pipeline.ForEach,
-// which stops a key after its first retryable failure. A bulk sink (none
-// ships yet; a DMF sink would be one) implements pipeline.Batcher to close
-// batches by size, age or schedule, and keeps its multi-step progress in
-// its durable state (Env.State), so a restart resumes the same batch
-// instead of importing it twice. A flow that must switch between two sinks under
-// pressure keeps one stream and one runner whose sink chooses the route per
-// batch: the lanes, and so the order per key, stay the same whichever way
-// a batch goes.
+// Sinks take their records in two ways. A per-record sink (OData, MES)
+// is fed by a runner: it takes max_batch records and writes them one by
+// one with pipeline.ForEach, which stops a key after its first retryable
+// failure. A bulk sink (DMF) implements pipeline.StreamSink and drives its
+// stream itself: it closes batches by size, age or schedule as fixed
+// ranges of the stream and keeps their multi-step progress in its durable
+// state, so a restart resumes the same batch instead of importing it
+// twice.
 package flow

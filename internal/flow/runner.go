@@ -257,51 +257,11 @@ func (r *Runner) lane(ctx, writeCtx context.Context, in chan pipeline.Record) {
 				break fill
 			}
 		}
-		if b, ok := r.sink.(pipeline.Batcher); ok && len(batch) < r.cfg.MaxBatch {
-			var open bool
-			batch, open = r.gather(ctx, b, in, batch)
-			if !open || ctx.Err() != nil {
-				return
-			}
-			if len(batch) < r.cfg.MaxBatch {
-				if flush, _ := b.Flush(len(batch), batch[0].Time, time.Now()); !flush {
-					continue
-				}
-			}
-		}
 		batch = r.deliver(ctx, writeCtx, batch)
 		if len(batch) > 0 && ctx.Err() != nil {
 			return // retries wait for the next start
 		}
 	}
-}
-
-// gather adds records from in to batch until the sink's Batcher says to
-// flush or MaxBatch records are waiting. open is false when in was closed.
-func (r *Runner) gather(ctx context.Context, b pipeline.Batcher, in chan pipeline.Record, batch []pipeline.Record) ([]pipeline.Record, bool) {
-	for len(batch) < r.cfg.MaxBatch {
-		flush, wait := b.Flush(len(batch), batch[0].Time, time.Now())
-		if flush {
-			return batch, true
-		}
-		if wait <= 0 {
-			wait = time.Second
-		}
-		t := time.NewTimer(wait)
-		select {
-		case rec, ok := <-in:
-			t.Stop()
-			if !ok {
-				return batch, false
-			}
-			batch = append(batch, rec)
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return batch, true
-		}
-	}
-	return batch, true
 }
 
 // deliver writes batch until every record is acked or dead-lettered, or

@@ -256,18 +256,6 @@ type StateEmitter interface {
 	EmitWithState(ctx context.Context, states []StateWrite, msgs ...Message) error
 }
 
-// Batcher is implemented by sinks that deliver in large batches closed by
-// size, age or schedule (no shipped sink does yet; a DMF sink would).
-// Before each Write the runner asks Flush whether a batch of n records,
-// the oldest received at oldest, should be written now; if not, it keeps
-// gathering records (up to the sink's max_batch) and asks again after
-// wait, or when more records arrive. Flush is not asked once max_batch
-// records are waiting. A stopping gateway does
-// not flush partial batches: their records stay queued for the next start.
-type Batcher interface {
-	Flush(n int, oldest, now time.Time) (flush bool, wait time.Duration)
-}
-
 // Redecoder is implemented by sources that can decode a message's raw bytes
 // again. The gateway uses it to send replayed dead letters of a source
 // (messages that could not be decoded, mapped or matched) through the flows
