@@ -65,6 +65,21 @@ const maxKeptFirstVersion = 512
 // entry; callers that must not lose the others check each entry first and
 // dead-letter the ones that fail, with this reason.
 func (s *Store) ValidateEntry(e Entry) error {
+	if err := validateNames(&e); err != nil {
+		return err
+	}
+	b, err := encodeEnvelope(envelopeOf(&e.Record, s.o.Now()))
+	if err != nil {
+		return err
+	}
+	if len(b) > s.o.MaxRecordBytes {
+		return fmt.Errorf("%w: %d bytes > %d", ErrTooLarge, len(b), s.o.MaxRecordBytes)
+	}
+	return nil
+}
+
+// validateNames checks what of an entry becomes a bbolt key.
+func validateNames(e *Entry) error {
 	if !validName(e.Stream) {
 		return fmt.Errorf("%w: stream %q", ErrBadName, e.Stream)
 	}
@@ -73,13 +88,6 @@ func (s *Store) ValidateEntry(e Entry) error {
 	}
 	if len(e.Record.Key) > MaxKeyBytes {
 		return fmt.Errorf("%w: record key of %d bytes (at most %d)", ErrTooLarge, len(e.Record.Key), MaxKeyBytes)
-	}
-	b, err := encodeEnvelope(envelopeOf(&e.Record, s.o.Now()))
-	if err != nil {
-		return err
-	}
-	if len(b) > s.o.MaxRecordBytes {
-		return fmt.Errorf("%w: %d bytes > %d", ErrTooLarge, len(b), s.o.MaxRecordBytes)
 	}
 	return nil
 }
@@ -156,12 +164,15 @@ func (s *Store) Append(ctx context.Context, entries []Entry, states ...StateWrit
 	var size int64
 	for i := range entries {
 		e := &entries[i]
-		if err := s.ValidateEntry(*e); err != nil {
+		if err := validateNames(e); err != nil {
 			return AppendResult{}, err
 		}
 		b, err := encodeEnvelope(envelopeOf(&e.Record, now))
 		if err != nil {
 			return AppendResult{}, err
+		}
+		if len(b) > s.o.MaxRecordBytes {
+			return AppendResult{}, fmt.Errorf("%w: %d bytes > %d", ErrTooLarge, len(b), s.o.MaxRecordBytes)
 		}
 		enc[i] = b
 		if e.Record.ID != "" {
