@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/plantgate/plantgate/internal/foemu"
 	"github.com/plantgate/plantgate/internal/foemu/foemutest"
@@ -82,8 +83,19 @@ func TestDMFSinkInTheGateway(t *testing.T) {
 	if recs, _ := em.Records("ProductionPickingListJournalEntries"); len(recs) != 0 {
 		t.Fatalf("%d lines imported before the batch closed", len(recs))
 	}
+	// F&O takes a while: the batch shows in the status JSON and page.
+	if err := em.SetFaults(foemu.Faults{DMF: foemu.DMFFaults{HangFor: foemu.Duration(1500 * time.Millisecond)}}); err != nil {
+		t.Fatal(err)
+	}
 	if code, body := post(t, base+"/api/v1/admin/dmf/close", adminToken, `{"sink":"dmf"}`); code != http.StatusAccepted {
 		t.Fatalf("close: %d %s", code, body)
+	}
+	eventually(t, "the batch polled in status", func() bool {
+		bs := a.Status().Batches
+		return len(bs) == 1 && bs[0].Step == "polling" && bs[0].Lines == 30 && strings.HasPrefix(bs[0].ExecutionID, "plantgate-t-dmf-")
+	})
+	if _, page := get(t, base+"/", ""); !strings.Contains(page, "<h2>Batches</h2>") || !strings.Contains(page, "plantgate-t-dmf-") || !strings.Contains(page, ">polling<") {
+		t.Errorf("status page lacks the batch in flight")
 	}
 	eventually(t, "30 lines imported and acked", func() bool {
 		recs, _ := em.Records("ProductionPickingListJournalEntries")
