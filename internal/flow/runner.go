@@ -152,7 +152,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		recs = r.remap(recs)
+		recs = r.remap(ctx, recs)
 		r.mu.Lock()
 		for _, rec := range recs {
 			r.outstanding[rec.Seq] = true
@@ -185,7 +185,7 @@ func (r *Runner) Run(ctx context.Context) error {
 // remap maps replayed records again (RunnerConfig.Remap) before they are
 // assigned a lane, since the mapping may change their key. A record whose
 // new mapping fails goes back to the dead letters with the new reason.
-func (r *Runner) remap(recs []pipeline.Record) []pipeline.Record {
+func (r *Runner) remap(ctx context.Context, recs []pipeline.Record) []pipeline.Record {
 	if r.cfg.Remap == nil {
 		return recs
 	}
@@ -204,21 +204,24 @@ func (r *Runner) remap(recs []pipeline.Record) []pipeline.Record {
 		out = append(out, nr)
 	}
 	if len(dead) > 0 {
-		r.finishDead(dead)
+		r.finishDead(ctx, dead)
 	}
 	return out
 }
 
-// finishDead dead-letters records, retrying the queue until it succeeds:
-// the records stay leased meanwhile, so nothing else delivers them.
-func (r *Runner) finishDead(dead []queue.Dead) {
+// finishDead dead-letters records, retrying the queue until it succeeds
+// or ctx ends: the records stay leased meanwhile, so nothing else delivers
+// them, and a restart offers them again.
+func (r *Runner) finishDead(ctx context.Context, dead []queue.Dead) {
 	for {
 		err := r.finish(nil, dead)
 		if err == nil {
 			return
 		}
 		r.log.Error().Err(err).Msg("record delivery outcome")
-		_ = backoff.Wait(context.Background(), time.Second)
+		if backoff.Wait(ctx, time.Second) != nil {
+			return
+		}
 	}
 }
 
