@@ -67,7 +67,7 @@ func LoadConfig(path string) (*config.Config, []*flow.Flow, error) {
 	if probs := DuplicateCheck(cfg); len(probs) > 0 {
 		return nil, nil, config.Errors(probs)
 	}
-	if probs := SinkFlowCheck(cfg); len(probs) > 0 {
+	if probs := append(SinkFlowCheck(cfg), OverflowCheck(cfg)...); len(probs) > 0 {
 		return nil, nil, config.Errors(probs)
 	}
 	cfg.Warnings = append(cfg.Warnings, PatternAdvice(cfg)...)
@@ -110,6 +110,11 @@ type App struct {
 
 	// probeInterval is how often components' probes run (default 5s).
 	probeInterval time.Duration
+	// rateInterval and rateWindow: how often each flow's records are
+	// counted and over what span its observed rate is measured (rates.go).
+	rateInterval, rateWindow time.Duration
+	counts                   *countingQueue
+	rates                    *rateSampler
 
 	mu         sync.Mutex
 	components map[string]*componentState
@@ -134,7 +139,7 @@ func New(cfg *config.Config, flows []*flow.Flow, log zerolog.Logger) *App {
 	reg.MustRegister(metrics.NewRuntimeCollector())
 	return &App{cfg: cfg, flows: flows, log: log, reg: reg, m: flow.NewMetrics(reg),
 		sinks: map[string]pipeline.Sink{}, sources: map[string]pipeline.Source{}, components: map[string]*componentState{},
-		probeInterval: 5 * time.Second}
+		probeInterval: 5 * time.Second, rateInterval: defaultRateInterval, rateWindow: defaultRateWindow}
 }
 
 // HTTPAddr returns the address the HTTP server listens on, once started.
@@ -190,7 +195,9 @@ func (a *App) Run(ctx context.Context) error {
 	a.reg.MustRegister(metrics.NewGaugeFunc(metrics.GaugeOpts{Name: "plantgate_build_info", Help: "Build information.",
 		ConstLabels: metrics.Labels{"version": buildinfo.Version, "commit": buildinfo.Commit}}, func() float64 { return 1 }))
 	a.reg.MustRegister(newComponentCollector(a))
-	a.router = flow.NewRouter(store, a.flows, logging.Component(a.log, "router", "", ""), a.m)
+	a.counts = newCountingQueue(store)
+	a.rates = newRateSampler(a.rateWindow, time.Now, a.counts.counts)
+	a.router = flow.NewRouter(a.counts, a.flows, logging.Component(a.log, "router", "", ""), a.m)
 	for name, pc := range a.cfg.Sources {
 		if pc.Source.Unmatched == "dead_letter" {
 			a.router.KeepUnmatched(name)
@@ -224,7 +231,11 @@ func (a *App) Run(ctx context.Context) error {
 	}()
 	started := map[string]bool{}
 	for _, fl := range a.flows {
-		for _, sn := range fl.Sinks {
+		sinks := fl.Sinks
+		if o := a.cfg.Flows[fl.Name].Overflow.Sink; o != "" {
+			sinks = append(append([]string(nil), sinks...), o) // its DMF stream runs too
+		}
+		for _, sn := range sinks {
 			pc := a.cfg.Sinks[sn]
 			stream := fl.Stream(sn)
 			if started[stream] {
@@ -262,6 +273,25 @@ func (a *App) Run(ctx context.Context) error {
 			}()
 		}
 	}
+
+	// Overflow flows see the pressure on their OData stream and the keys
+	// pending on both paths.
+	for _, st := range a.router.OverflowStreams() {
+		if err := store.TrackKeys(ctx, st); err != nil {
+			return fmt.Errorf("overflow: %w", err)
+		}
+	}
+	byStream := map[string]*flow.Runner{}
+	for _, r := range a.runners {
+		byStream[r.Stream()] = r
+	}
+	a.router.SetPressure(func(stream string) (int64, time.Duration) {
+		var throttled time.Duration
+		if r := byStream[stream]; r != nil {
+			throttled = r.ThrottledFor()
+		}
+		return store.Pending(stream), throttled
+	})
 
 	// Sources.
 	srcCtx, stopSources := context.WithCancel(ctx)
@@ -308,6 +338,7 @@ func (a *App) Run(ctx context.Context) error {
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()
 	go a.probeLoop(probeCtx, a.probeInterval)
+	go a.rates.run(probeCtx, a.rateInterval)
 
 	srv, err := a.startHTTP()
 	if err != nil {
@@ -361,6 +392,9 @@ func FlowsOf(cfg *config.Config, kind, name string) []pipeline.FlowInfo {
 				if to == name {
 					out = append(out, pipeline.FlowInfo{Name: fn, Stream: streamOf(cfg, fn, name), Urgent: f.Expect.Urgent})
 				}
+			}
+			if f.Overflow.Sink == name {
+				out = append(out, pipeline.FlowInfo{Name: fn, Stream: streamOf(cfg, fn, name)})
 			}
 		}
 	}

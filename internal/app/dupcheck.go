@@ -107,3 +107,52 @@ func SinkFlowCheck(cfg *config.Config) []config.Problem {
 	}
 	return out
 }
+
+// OverflowCheck checks the flows that name an overflow sink: the flow goes
+// to exactly one fo.odata sink (MES messages cannot be imported through
+// DMF), the overflow sink is a fo.dmf sink, and its data file's columns are
+// the flow's fields in upper case (DMF's staging names).
+func OverflowCheck(cfg *config.Config) []config.Problem {
+	var out []config.Problem
+	for _, name := range cfg.FlowOrder {
+		f := cfg.Flows[name]
+		if f == nil || f.Overflow.Sink == "" {
+			continue
+		}
+		pos := f.Pos
+		if pos.Path == "" {
+			pos.Path = "flows." + name
+		}
+		bad := func(format string, a ...any) {
+			out = append(out, config.Problem{Pos: pos, Msg: "overflow: " + fmt.Sprintf(format, a...)})
+		}
+		if len(f.To) != 1 || cfg.Sinks[f.To[0]] == nil || cfg.Sinks[f.To[0]].Type != "fo.odata" {
+			bad("only a flow to one fo.odata sink can overflow to DMF (MES messages have no DMF entity; a flow to several sinks would split)")
+			continue
+		}
+		ov := cfg.Sinks[f.Overflow.Sink]
+		if ov == nil {
+			continue // the loader named the unknown sink
+		}
+		if ov.Type != "fo.dmf" {
+			bad("sink %s is a %s sink; overflow goes to a fo.dmf sink", f.Overflow.Sink, ov.Type)
+			continue
+		}
+		kf, ok := outputs.Lookup(ov.Type)
+		if !ok || kf.CheckFlow == nil {
+			continue
+		}
+		var fields []string
+		for _, m := range f.Map {
+			fields = append(fields, strings.ToUpper(m.Name))
+		}
+		if len(fields) == 0 {
+			bad("the flow maps no fields; overflow records must map the DMF sink's columns (in upper case)")
+			continue
+		}
+		if err := kf.CheckFlow(ov.Settings, pipeline.FlowInfo{Name: name, Fields: fields}); err != nil {
+			bad("sink %s: %v (overflow records carry the flow's fields in upper case)", f.Overflow.Sink, err)
+		}
+	}
+	return out
+}

@@ -123,10 +123,14 @@ type Status struct {
 	Streams   []flow.RunnerStatus `json:"streams"`
 	Sources   []ComponentStatus   `json:"sources"`
 	Sinks     []ComponentStatus   `json:"sinks"`
-	InDoubt   []InDoubtView       `json:"in_doubt,omitempty"`
+	// Flows are each flow's declared rate against its observed one.
+	Flows   []FlowStatus  `json:"flows"`
+	InDoubt []InDoubtView `json:"in_doubt,omitempty"`
 	// Batches are the batches sinks closed and have not settled (DMF).
-	Batches  []BatchView `json:"batches,omitempty"`
-	Problems []string    `json:"problems,omitempty"`
+	Batches []BatchView `json:"batches,omitempty"`
+	// Overflow is the state of the flows that may switch to DMF.
+	Overflow []flow.OverflowStatus `json:"overflow,omitempty"`
+	Problems []string              `json:"problems,omitempty"`
 }
 
 // BatchView is a sink's batch in the status output.
@@ -183,6 +187,19 @@ func (a *App) Status() Status {
 			st.Sinks = append(st.Sinks, cs)
 		}
 	}
+	if a.rates != nil {
+		st.Flows = flowStatuses(a.cfg, a.rates.rates(), a.rateWindow)
+		st.Problems = append(st.Problems, flowProblems(st.Flows)...)
+	}
+	if a.router != nil {
+		st.Overflow = a.router.Overflows()
+		for _, o := range st.Overflow {
+			if o.Active {
+				st.Problems = append(st.Problems, fmt.Sprintf("flow %s is under pressure since %s: its new records go to DMF (sink %s); %d so far",
+					o.Flow, o.Since.UTC().Format("15:04:05Z"), o.Sink, o.Moved))
+			}
+		}
+	}
 	inDoubt, foProblems := a.inDoubt()
 	st.InDoubt = inDoubt
 	st.Problems = append(st.Problems, foProblems...)
@@ -224,6 +241,14 @@ var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 		}
 		return d.Round(time.Second).String()
 	},
+	"rate": rateWords,
+	"secs": func(s float64) string {
+		d := time.Duration(s * float64(time.Second))
+		if d >= time.Second {
+			return d.Round(time.Second).String()
+		}
+		return d.Round(time.Millisecond).String()
+	},
 	"ts": func(t time.Time) string {
 		if t.IsZero() {
 			return "-"
@@ -255,6 +280,10 @@ th{background:#eef1f5;font-weight:600} td.n{text-align:right;font-variant-numeri
 <table><tr><th>stream</th><th>state</th><th>delivered</th><th>retries</th><th>dead-lettered</th><th>last success</th><th>last error</th></tr>
 {{range .Streams}}<tr><td>{{.Stream}}</td><td>{{.State}}</td><td class="n">{{.Delivered}}</td><td class="n">{{.Retries}}</td><td class="n">{{.DeadLetters}}</td><td>{{ts .LastOKAt}}</td><td>{{.LastError}}</td></tr>{{end}}
 </table>
+{{if .Flows}}<h2>Flows</h2>
+<table><tr><th>flow</th><th>pattern</th><th>declared</th><th>urgent</th><th>observed</th><th>drift</th></tr>
+{{range .Flows}}<tr><td>{{.Name}}</td><td>{{.Pattern}}</td><td class="n">{{if .Declared}}{{.Declared}}{{else}}-{{end}}</td><td>{{if .Urgent}}yes{{end}}</td><td class="n">{{rate .ObservedRate}}{{if .ObservedSeconds}} over {{secs .ObservedSeconds}}{{end}}</td><td>{{if .Drift}}<span class="bad">{{.Drift}}</span>{{end}}</td></tr>{{end}}
+</table>{{end}}
 {{if .Batches}}<h2>Batches</h2>
 <table><tr><th>sink</th><th>stream</th><th>batch</th><th>step</th><th>lines</th><th>closed by</th><th>age</th><th>execution</th><th>F&amp;O status</th><th>last error</th></tr>
 {{range .Batches}}<tr><td>{{.Sink}}</td><td>{{.Stream}}</td><td>{{.ID}}</td><td>{{.Step}}{{if .Stalled}} <span class="bad">stalled</span>{{end}}</td><td class="n">{{.Lines}}</td><td>{{.Reason}}</td><td class="n">{{.AgeSeconds}} s</td><td>{{.ExecutionID}}</td><td>{{.Status}}</td><td>{{.LastError}}</td></tr>{{end}}

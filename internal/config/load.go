@@ -616,6 +616,9 @@ func (d *decoder) crossCheck(c *Config, seen map[string]*yaml.Node) {
 				d.fieldProblem(path+".from", f.Pos, undefined("source", "sources", f.From, c.SourceOrder))
 			}
 		}
+		if _, ok := c.Sinks[f.Overflow.Sink]; ok {
+			usedSink[f.Overflow.Sink] = true
+		}
 		for i, s := range f.To {
 			if _, ok := c.Sinks[s]; ok {
 				usedSink[s] = true

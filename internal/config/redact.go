@@ -113,6 +113,9 @@ func flowNode(f *Flow) *yaml.Node {
 	if f.AcceptDuplicates {
 		addKey(n, "accept_duplicates", encodeValue(reflect.ValueOf(f.AcceptDuplicates)))
 	}
+	if f.Overflow.Sink != "" {
+		addKey(n, "overflow", encodeValue(reflect.ValueOf(f.Overflow)))
+	}
 	return n
 }
 

@@ -192,10 +192,25 @@ type Flow struct {
 	// cannot recognise a copy (fo.mes, fo.odata create without key) makes
 	// check-config fail unless this is true.
 	AcceptDuplicates bool `yaml:"accept_duplicates"`
+	// Overflow sends the flow's new records to a fo.dmf sink instead of its
+	// fo.odata sink while that sink's stream is under pressure.
+	Overflow Overflow `yaml:"overflow"`
 
 	Pos Pos `yaml:"-"`
 	// ToPos is the position of the "to" value.
 	ToPos Pos `yaml:"-"`
+}
+
+// Overflow lets an entity flow switch to DMF under pressure: while its
+// fo.odata stream holds Backlog records or more, or has been throttled by
+// F&O for Throttled, records of keys with nothing pending in that stream
+// go to Sink (a fo.dmf sink) instead, and come back once the pressure ends
+// and the key has nothing pending in DMF: a key never has records in both
+// paths at once, so its order holds.
+type Overflow struct {
+	Sink      string   `yaml:"sink" ref:"sink"`
+	Backlog   int      `yaml:"backlog" default:"1000" min:"1"`
+	Throttled Duration `yaml:"throttled" default:"30s"`
 }
 
 // MapField is one entry of a flow's map.

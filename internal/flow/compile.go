@@ -40,6 +40,15 @@ func AssignStreams(flows []*Flow, shared func(sink string) bool) {
 				f.streams[s] = StreamName(f.Name, s)
 			}
 		}
+		if o := f.cfg.Overflow; o.Sink != "" && len(f.Sinks) == 1 {
+			over := StreamName(f.Name, o.Sink)
+			if shared != nil && shared(o.Sink) {
+				over = SharedStreamName(o.Sink)
+			}
+			f.streams[o.Sink] = over
+			f.overflow = &overflow{primary: f.streams[f.Sinks[0]], over: over, sink: o.Sink,
+				backlog: int64(o.Backlog), throttled: o.Throttled.D()}
+		}
 	}
 }
 
@@ -78,6 +87,8 @@ type Flow struct {
 	cfg    *config.Flow
 	// streams maps each sink to the flow's stream for it (AssignStreams).
 	streams map[string]string
+	// overflow is set for a flow with overflow: (AssignStreams).
+	overflow *overflow
 }
 
 type compiledField struct {

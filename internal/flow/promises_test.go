@@ -241,3 +241,71 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestOverflowNeverSplitsAKey: under pressure a key with records pending in
+// the OData stream stays there; without pressure a key with records pending
+// in the DMF stream stays there; the others follow the pressure.
+func TestOverflowNeverSplitsAKey(t *testing.T) {
+	q := openQueue(t)
+	ctx := context.Background()
+	cfg := &config.Config{FlowOrder: []string{"fin"}, Flows: map[string]*config.Flow{
+		"fin": {From: "mes", Key: ex("payload.order"), Map: []config.MapField{{Name: "Qty", Expr: ex("payload.good")}}, To: []string{"odata"},
+			Overflow: config.Overflow{Sink: "dmf", Backlog: 2}},
+	}}
+	flows, err := Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	AssignStreams(flows, func(s string) bool { return s == "dmf" })
+	r := NewRouter(q, flows, zerolog.Nop(), nil)
+	for _, st := range r.OverflowStreams() {
+		if err := q.TrackKeys(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pressed := false
+	r.SetPressure(func(string) (int64, time.Duration) {
+		if pressed {
+			return 100, 0
+		}
+		return 0, 0
+	})
+	em := r.Emitter("mes")
+	emit := func(order string, good int) {
+		t.Helper()
+		if err := em.Emit(ctx, msg(fmt.Sprintf(`{"order":"%s","good":%d}`, order, good))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	streamOf := func(order string) []string {
+		var out []string
+		for _, st := range []string{"fin.odata", "dmf"} {
+			recs, _ := q.List(st, 0, 0)
+			for _, rec := range recs {
+				if rec.Key == order {
+					out = append(out, st)
+				}
+			}
+		}
+		return out
+	}
+	emit("A", 1) // no pressure: OData
+	pressed = true
+	emit("A", 2) // A pending in OData: stays there
+	emit("B", 1) // new key under pressure: DMF
+	pressed = false
+	emit("B", 2) // B pending in DMF: stays there
+	emit("C", 1) // new key, no pressure: OData
+	for order, want := range map[string]string{"A": "fin.odata,fin.odata", "B": "dmf,dmf", "C": "fin.odata"} {
+		if got := strings.Join(streamOf(order), ","); got != want {
+			t.Errorf("key %s went to %s, want %s", order, got, want)
+		}
+	}
+	recs, _ := q.List("dmf", 0, 0)
+	if len(recs) != 2 || recs[0].Fields["QTY"] == nil {
+		t.Errorf("DMF records %+v, want fields in upper case", recs)
+	}
+	if ov := r.Overflows(); len(ov) != 1 || ov[0].Moved != 2 || ov[0].Active {
+		t.Errorf("overflow status %+v", ov)
+	}
+}

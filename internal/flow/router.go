@@ -23,6 +23,7 @@ type Queue interface {
 	Append(ctx context.Context, entries []queue.Entry, states ...queue.StateWrite) (queue.AppendResult, error)
 	AddDead(ctx context.Context, stream string, recs []pipeline.Record, reasons []string) (int, error)
 	ValidateEntry(e queue.Entry) error
+	KeyPending(stream, key string) int
 	Lease(stream string, max int, ttl time.Duration) ([]pipeline.Record, error)
 	Ack(ctx context.Context, stream string, seqs []uint64, states ...queue.StateWrite) error
 	Nack(stream string, seqs []uint64)
@@ -36,15 +37,19 @@ var _ pipeline.StateEmitter = (*emitter)(nil)
 
 // Metrics are the engine's Prometheus collectors.
 type Metrics struct {
-	Messages     *metrics.CounterVec
-	Unmatched    *metrics.CounterVec
-	Duplicates   *metrics.CounterVec
-	Conflicts    *metrics.CounterVec
-	Appended     *metrics.CounterVec
-	DeadLettered *metrics.CounterVec
-	Delivered    *metrics.CounterVec
-	Retries      *metrics.CounterVec
-	WriteSeconds *metrics.HistogramVec
+	Messages   *metrics.CounterVec
+	Unmatched  *metrics.CounterVec
+	Duplicates *metrics.CounterVec
+	Conflicts  *metrics.CounterVec
+	Appended   *metrics.CounterVec
+	// Overflowed counts records an overflow flow sent to DMF;
+	// OverflowSwitches its switches between the paths.
+	Overflowed       *metrics.CounterVec
+	OverflowSwitches *metrics.CounterVec
+	DeadLettered     *metrics.CounterVec
+	Delivered        *metrics.CounterVec
+	Retries          *metrics.CounterVec
+	WriteSeconds     *metrics.HistogramVec
 }
 
 // NewMetrics registers the engine's collectors on reg (nil: unregistered).
@@ -55,7 +60,11 @@ func NewMetrics(reg metrics.Registerer) *Metrics {
 		Duplicates: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_queue_duplicates_total", Help: "Records dropped because their id was seen within the dedup window."}, []string{"stream"}),
 		Conflicts: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_queue_conflicts_total",
 			Help: "Records whose id was seen within the dedup window with different content: dead-lettered with both versions."}, []string{"stream"}),
-		Appended:     metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_queue_appended_total", Help: "Records appended to each stream."}, []string{"stream"}),
+		Appended: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_queue_appended_total", Help: "Records appended to each stream."}, []string{"stream"}),
+		Overflowed: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_flow_overflow_records_total",
+			Help: "Records an overflow flow sent to its DMF sink instead of OData."}, []string{"flow"}),
+		OverflowSwitches: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_flow_overflow_switches_total",
+			Help: "Switches of overflow flows between OData and DMF, by the path switched to."}, []string{"flow", "to"}),
 		DeadLettered: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_dead_lettered_total", Help: "Records and messages dead-lettered."}, []string{"stream"}),
 		Delivered:    metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_sink_delivered_total", Help: "Records delivered and acked."}, []string{"stream"}),
 		Retries:      metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_sink_retries_total", Help: "Write attempts that will be retried, by cause."}, []string{"stream", "cause"}),
@@ -63,7 +72,7 @@ func NewMetrics(reg metrics.Registerer) *Metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"stream"}),
 	}
 	if reg != nil {
-		for _, c := range []metrics.Collector{m.Messages, m.Unmatched, m.Duplicates, m.Conflicts, m.Appended, m.DeadLettered, m.Delivered, m.Retries, m.WriteSeconds} {
+		for _, c := range []metrics.Collector{m.Messages, m.Unmatched, m.Duplicates, m.Conflicts, m.Appended, m.Overflowed, m.OverflowSwitches, m.DeadLettered, m.Delivered, m.Retries, m.WriteSeconds} {
 			reg.MustRegister(c)
 		}
 	}
@@ -83,6 +92,8 @@ type Router struct {
 	keepUnmatched map[string]bool
 	// decoders decode a source's raw bytes again for Remap (nil: JSON).
 	decoders map[string]pipeline.Redecoder
+	// pressure reports the pressure on overflow flows' streams.
+	pressure Pressure
 }
 
 // SetDecoder gives the router the decoder of source's raw bytes, used to
@@ -256,6 +267,11 @@ func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Messa
 	if len(entries) == 0 && len(states) == 0 {
 		return nil
 	}
+	// Overflow flows decide each record's path and keep the decision
+	// until the records are committed.
+	unlock := r.lockOverflows(source)
+	defer unlock()
+	r.divert(source, entries)
 	res, err := r.q.Append(ctx, entries, states...)
 	if err != nil {
 		return fmt.Errorf("append %d records: %w", len(entries), err)

@@ -47,7 +47,11 @@ type Runner struct {
 	mu           sync.Mutex
 	outstanding  map[uint64]bool
 	throttledTil time.Time
-	st           RunnerStatus
+	// throttledSince is when the current throttling episode began, and
+	// lastThrottle the last 429 in it: an episode ends after
+	// throttleQuiet without a 429.
+	throttledSince, lastThrottle time.Time
+	st                           RunnerStatus
 }
 
 // RunnerStatus is a runner's state for status output.
@@ -358,6 +362,13 @@ func (r *Runner) deliver(ctx, writeCtx context.Context, batch []pipeline.Record)
 			cause = "throttled"
 			wait = te.After
 			r.throttle(wait)
+			r.mu.Lock()
+			now := time.Now()
+			if r.throttledSince.IsZero() || now.Sub(r.lastThrottle) > throttleQuiet {
+				r.throttledSince = now
+			}
+			r.lastThrottle = now
+			r.mu.Unlock()
 			attempt = 0 // throttling is not a failure of the record
 		} else {
 			wait = r.cfg.Retry.Delay(attempt)
@@ -442,6 +453,25 @@ func (r *Runner) finish(acked []pipeline.Record, dead []queue.Dead) error {
 	}
 	return nil
 }
+
+// throttleQuiet ends a throttling episode: a stream that F&O has not
+// answered 429 for this long is no longer throttled.
+const throttleQuiet = 10 * time.Second
+
+// ThrottledFor is how long F&O has been throttling the stream: since the
+// first 429 of an episode whose last 429 is less than throttleQuiet ago
+// (0 when it is not throttled).
+func (r *Runner) ThrottledFor() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.throttledSince.IsZero() || time.Since(r.lastThrottle) > throttleQuiet {
+		return 0
+	}
+	return time.Since(r.throttledSince)
+}
+
+// Stream returns the runner's stream.
+func (r *Runner) Stream() string { return r.cfg.Stream }
 
 func (r *Runner) isOutstanding(seq uint64) bool {
 	r.mu.Lock()

@@ -237,6 +237,7 @@ func (s *Store) Append(ctx context.Context, entries []Entry, states ...StateWrit
 			c := d.of(e.Stream)
 			c.count++
 			c.bytes += int64(len(enc[i]))
+			d.key(s, e.Stream, e.Record.Key, 1)
 		}
 		return applyStates(tx, states)
 	}, func(*deltas) {
@@ -490,6 +491,11 @@ func (s *Store) Ack(ctx context.Context, stream string, seqs []uint64, states ..
 			if err := forgetRecord(b, q, true); err != nil {
 				return err
 			}
+			if s.tracked(stream) {
+				if env, err := decodeEnvelope(v); err == nil {
+					d.key(s, stream, env.Key, -1)
+				}
+			}
 			c := d.of(stream)
 			c.count--
 			c.bytes -= n
@@ -604,6 +610,7 @@ func (s *Store) DeadLetter(ctx context.Context, stream string, dead []Dead, stat
 			if err := forgetRecord(b, dl.Seq, false); err != nil {
 				return err
 			}
+			d.key(s, stream, env.Key, -1)
 			c := d.of(stream)
 			c.count--
 			c.bytes -= n
@@ -813,6 +820,7 @@ func (s *Store) Replay(ctx context.Context, stream string, seqs []uint64) (int, 
 			if err := deadB.Delete(k); err != nil {
 				return err
 			}
+			d.key(s, stream, env.Key, 1)
 			c := d.of(stream)
 			c.count++
 			c.bytes += int64(len(nv))
@@ -875,6 +883,11 @@ func (s *Store) Purge(ctx context.Context, stream string, what PurgeWhat, seqs [
 					orig = 0
 					if env, err := decodeEnvelope(v); err == nil {
 						orig = env.OrigSeq
+					}
+				}
+				if !isDead && s.tracked(stream) {
+					if env, err := decodeEnvelope(v); err == nil {
+						d.key(s, stream, env.Key, -1)
 					}
 				}
 				if err := bk.Delete(k); err != nil {

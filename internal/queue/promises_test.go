@@ -473,3 +473,58 @@ func TestSchemaMigratesForwardAndRefusesNewer(t *testing.T) {
 		t.Fatalf("open a newer file = %v, want ErrSchema naming a newer plantgate", err)
 	}
 }
+
+// TestKeyPendingFollowsTheStream: a tracked stream's pending records per
+// key follow appends, acks, dead letters, replays and purges, and match a
+// count from the file.
+func TestKeyPendingFollowsTheStream(t *testing.T) {
+	s, _ := openTemp(t, Options{})
+	ctx := context.Background()
+	var es []Entry
+	for i, k := range []string{"a", "a", "b", "c", "a", "b"} {
+		es = append(es, Entry{Stream: "f.s", Record: rec(k, i)})
+	}
+	if _, err := s.Append(ctx, es[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TrackKeys(ctx, "f.s"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, es[2:]); err != nil {
+		t.Fatal(err)
+	}
+	want := func(k string, n int) {
+		t.Helper()
+		if got := s.KeyPending("f.s", k); got != n {
+			t.Errorf("KeyPending(%s) = %d, want %d", k, got, n)
+		}
+	}
+	want("a", 3)
+	want("b", 2)
+	recs, _ := s.Lease("f.s", 6, -1)
+	if err := s.Ack(ctx, "f.s", []uint64{recs[0].Seq}); err != nil { // a
+		t.Fatal(err)
+	}
+	if err := s.DeadLetter(ctx, "f.s", []Dead{{Seq: recs[2].Seq, Reason: "x"}}); err != nil { // b
+		t.Fatal(err)
+	}
+	want("a", 2)
+	want("b", 1)
+	if _, err := s.Replay(ctx, "f.s", nil); err != nil {
+		t.Fatal(err)
+	}
+	want("b", 2)
+	if _, err := s.Purge(ctx, "f.s", PurgeItems, []uint64{recs[3].Seq}); err != nil { // c
+		t.Fatal(err)
+	}
+	want("c", 0)
+	// The same counts from the file.
+	all, _ := s.List("f.s", 0, 0)
+	counts := map[string]int{}
+	for _, r := range all {
+		counts[r.Key]++
+	}
+	for k, n := range counts {
+		want(k, n)
+	}
+}

@@ -302,6 +302,9 @@ func (s *Store) Release(ctx context.Context, stream string, seqs []uint64, drop 
 			h := holds[hq]
 			res.Holders = append(res.Holders, hq)
 			if drop {
+				if _, dead := deadOf[hq]; !dead && items.Get(itob(hq)) != nil {
+					d.key(s, stream, h.Key, -1)
+				}
 				if err := s.dropHolder(b, hq, deadOf, dropReason, d.of(stream)); err != nil {
 					return err
 				}
@@ -330,12 +333,16 @@ func (s *Store) Release(ctx context.Context, stream string, seqs []uint64, drop 
 		}
 		sort.Slice(order, func(i, j int) bool { return order[i] < order[j] })
 		for _, q := range order {
-			moved, err := requeueRecord(b, q, deadOf, d.of(stream))
+			_, fromDead := deadOf[q]
+			key, moved, err := requeueRecord(b, q, deadOf, d.of(stream))
 			if err != nil {
 				return err
 			}
 			if moved {
 				res.Requeued++
+				if fromDead {
+					d.key(s, stream, key, 1)
+				}
 			}
 		}
 		for _, hq := range holders {
@@ -413,50 +420,50 @@ func (s *Store) dropHolder(b *bolt.Bucket, q uint64, deadOf map[uint64][]byte, r
 
 // requeueRecord moves record q (a dead letter, or still queued) to the end
 // of the stream. moved is false when it is in neither place.
-func requeueRecord(b *bolt.Bucket, q uint64, deadOf map[uint64][]byte, c *counters) (bool, error) {
+func requeueRecord(b *bolt.Bucket, q uint64, deadOf map[uint64][]byte, c *counters) (string, bool, error) {
 	deadB, items := b.Bucket(bucketDead), b.Bucket(bucketItems)
 	var env *envelope
 	var err error
 	if dk, ok := deadOf[q]; ok {
 		v := deadB.Get(dk)
 		if env, err = decodeEnvelope(v); err != nil {
-			return false, err
+			return "", false, err
 		}
 		if err := deadB.Delete(dk); err != nil {
-			return false, err
+			return "", false, err
 		}
 		c.dead--
 		c.deadBytes -= int64(len(v))
 	} else if v := items.Get(itob(q)); v != nil {
 		if env, err = decodeEnvelope(v); err != nil {
-			return false, err
+			return "", false, err
 		}
 		if err := items.Delete(itob(q)); err != nil {
-			return false, err
+			return "", false, err
 		}
 		c.count--
 		c.bytes -= int64(len(v))
 	} else {
-		return false, nil
+		return "", false, nil
 	}
 	if err := forgetRecord(b, q, false); err != nil {
-		return false, err
+		return "", false, err
 	}
 	env.Reason, env.DeadAt, env.OrigSeq, env.Attempts = "", 0, 0, 0
 	nv, err := encodeEnvelope(env)
 	if err != nil {
-		return false, err
+		return "", false, err
 	}
 	seq, err := items.NextSequence()
 	if err != nil {
-		return false, err
+		return "", false, err
 	}
 	if err := items.Put(itob(seq), nv); err != nil {
-		return false, err
+		return "", false, err
 	}
 	c.count++
 	c.bytes += int64(len(nv))
-	return true, nil
+	return env.Key, true, nil
 }
 
 func joinSeqs(q []uint64) string {

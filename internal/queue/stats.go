@@ -297,3 +297,13 @@ func (s *Store) Healthy() error {
 	}
 	return nil
 }
+
+// Pending returns how many records wait in stream (from memory).
+func (s *Store) Pending(stream string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.streams[stream]; st != nil {
+		return st.count
+	}
+	return 0
+}

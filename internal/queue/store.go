@@ -161,6 +161,55 @@ type Store struct {
 	blocked   int
 	expired   int64 // dead letters removed by DeadRetention since Open
 	lastErr   error // the last commit's error, nil after a good commit
+
+	trackMu sync.RWMutex
+	track   map[string]bool // streams whose pending records are counted per key
+}
+
+func (s *Store) tracked(stream string) bool {
+	s.trackMu.RLock()
+	defer s.trackMu.RUnlock()
+	return s.track[stream]
+}
+
+// TrackKeys makes the store count stream's pending records per key
+// (KeyPending), from what the stream holds now on. Routing that must never
+// split a key across two streams (overflow) asks it.
+func (s *Store) TrackKeys(ctx context.Context, stream string) error {
+	// A commit barrier: no request is half applied while the counts are
+	// built from the file.
+	return s.submit(ctx, 1, func(tx *bolt.Tx, _ *deltas) error {
+		counts := map[string]int{}
+		if b, err := streamBucket(tx, stream, false); err == nil {
+			c := b.Bucket(bucketItems).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if env, err := decodeEnvelope(v); err == nil {
+					counts[env.Key]++
+				}
+			}
+		}
+		s.trackMu.Lock()
+		if s.track == nil {
+			s.track = map[string]bool{}
+		}
+		s.track[stream] = true
+		s.trackMu.Unlock()
+		s.mu.Lock()
+		s.stream(stream).keys = counts
+		s.mu.Unlock()
+		return nil
+	}, nil)
+}
+
+// KeyPending returns how many records of key wait in stream (0 for a
+// stream whose keys are not tracked).
+func (s *Store) KeyPending(stream, key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.streams[stream]; st != nil {
+		return st.keys[key]
+	}
+	return 0
 }
 
 type streamState struct {
@@ -169,6 +218,9 @@ type streamState struct {
 	dead, deadBytes int64
 	reserved        int64
 	leases          map[uint64]time.Time
+	// keys counts pending records per key, for streams whose keys are
+	// tracked (TrackKeys); nil otherwise.
+	keys map[string]int
 	// scanFrom is a hint for Lease: every record below it is leased without
 	// expiry (or gone). expiring counts leases with an expiry; while there
 	// are any, Lease scans from the start so expired leases are found.
@@ -494,6 +546,24 @@ type request struct {
 // deltas collects counter changes of one request.
 type deltas struct {
 	m map[string]*counters
+	// keys holds, for streams whose keys are tracked (TrackKeys), the
+	// change of pending records per key.
+	keys map[string]map[string]int
+}
+
+// key books a change of pending records of key in stream (tracked
+// streams only).
+func (d *deltas) key(s *Store, stream, key string, n int) {
+	if !s.tracked(stream) {
+		return
+	}
+	if d.keys == nil {
+		d.keys = map[string]map[string]int{}
+	}
+	if d.keys[stream] == nil {
+		d.keys[stream] = map[string]int{}
+	}
+	d.keys[stream][key] += n
 }
 
 func (d *deltas) of(stream string) *counters {
@@ -676,6 +746,17 @@ func (s *Store) commit(batch []*request) {
 				st.deadBytes += d.deadBytes
 				s.total += d.bytes
 				s.deadTotal += d.deadBytes
+			}
+			for name, ks := range ds[i].keys {
+				st := s.stream(name)
+				if st.keys == nil {
+					continue
+				}
+				for k, n := range ks {
+					if st.keys[k] += n; st.keys[k] <= 0 {
+						delete(st.keys, k)
+					}
+				}
 			}
 		} else {
 			ds[i] = deltas{}

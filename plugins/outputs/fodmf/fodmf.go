@@ -49,6 +49,41 @@ func init() {
 		Dedups: func(any) bool { return true },
 		// Records of several entities go into one package: one stream.
 		SharedStream: true,
+		// A flow that maps its fields must map exactly the columns (the
+		// line field aside) of the entity its records go to.
+		CheckFlow: func(cfg any, f pipeline.FlowInfo) error {
+			c := cfg.(*Config)
+			ents := c.entities()
+			if len(f.Fields) == 0 || len(ents) != 1 {
+				return nil // the payload as it is, or the entity per record
+			}
+			e := ents[0]
+			var missing, unknown []string
+			for _, col := range e.Columns {
+				if col != e.LineField && !contains(f.Fields, col) {
+					missing = append(missing, col)
+				}
+			}
+			for _, fl := range f.Fields {
+				if fl != c.EntityField && !contains(e.Columns, fl) {
+					unknown = append(unknown, fl)
+				}
+				if fl == e.LineField {
+					unknown = append(unknown, fl+" (filled by plantgate: line_field)")
+				}
+			}
+			if len(missing)+len(unknown) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("entity %q", e.Name)
+			if len(missing) > 0 {
+				msg += ": the flow maps no " + strings.Join(missing, ", ")
+			}
+			if len(unknown) > 0 {
+				msg += ": not a column: " + strings.Join(unknown, ", ")
+			}
+			return fmt.Errorf("%s (the data file's columns: %s)", msg, strings.Join(e.Columns, ", "))
+		},
 	})
 }
 
