@@ -59,8 +59,12 @@ type Breaker struct {
 	openedAt time.Time
 	until    time.Time
 	probing  bool
-	lastErr  string
-	since    time.Time
+	// probeDone is closed when the probe in flight ends (nil when none
+	// is), so callers that found the slot taken can wait for its outcome
+	// (ProbeDone) instead of retrying after a fixed delay.
+	probeDone chan struct{}
+	lastErr   string
+	since     time.Time
 }
 
 // NewBreaker builds a closed breaker.
@@ -100,7 +104,38 @@ func (b *Breaker) Allow() (ok, probe bool, wait time.Duration) {
 		return false, false, max(b.cfg.Delay/10, 50*time.Millisecond)
 	}
 	b.probing = true
+	b.probeDone = make(chan struct{})
 	return true, true, 0
+}
+
+// ProbeDone returns a channel closed when the half-open probe in flight
+// ends, or nil when no probe is in flight.
+//
+// After an outage every stream's lanes come back when the breaker lets
+// its probe through; the probe is whichever request asked first, often a
+// bulk one. Callers refused only because the probe slot was taken used to
+// be told to retry Delay/10 later, so the probe's stream ran alone for
+// that long (about 10 requests at 20/s) before the urgent streams came
+// back: "urgent first" depended on who won the probe. Waiting for the
+// probe's outcome instead sends every waiting request to the limiter
+// together as soon as the circuit closes, and the limiter admits them by
+// priority.
+func (b *Breaker) ProbeDone() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.probing {
+		return nil
+	}
+	return b.probeDone
+}
+
+// endProbeLocked frees the probe slot and wakes the callers waiting on it.
+func (b *Breaker) endProbeLocked() {
+	b.probing = false
+	if b.probeDone != nil {
+		close(b.probeDone)
+		b.probeDone = nil
+	}
 }
 
 // Success records a call that reached its peer (any answer but a 5xx).
@@ -108,7 +143,7 @@ func (b *Breaker) Success(probe bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if probe {
-		b.probing = false
+		b.endProbeLocked()
 	}
 	b.failures = 0
 	if b.state != BreakerClosed {
@@ -124,7 +159,7 @@ func (b *Breaker) Failure(probe bool, reason string) {
 	now := b.cfg.Now()
 	b.lastErr = reason
 	if probe {
-		b.probing = false
+		b.endProbeLocked()
 	}
 	switch {
 	case b.state == BreakerHalfOpen && probe:
@@ -145,7 +180,7 @@ func (b *Breaker) Release(probe bool) {
 		return
 	}
 	b.mu.Lock()
-	b.probing = false
+	b.endProbeLocked()
 	b.mu.Unlock()
 }
 

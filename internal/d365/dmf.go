@@ -13,7 +13,9 @@ import (
 
 // DMF: the data package REST API, OData actions bound to the entity set
 // DataManagementDefinitionGroups. Each answers {"value": ...}; Env.Do
-// classifies failures like any other call.
+// classifies failures like any other call. They go at normal priority:
+// a batch makes a handful of calls, and at low priority a long OData
+// drain would starve its status polls.
 
 const dmfActionPath = "/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."
 
@@ -71,7 +73,7 @@ func (e *Env) dmfString(ctx context.Context, action string, body map[string]any,
 // ("{\"BlobId\":\"{GUID}\",\"BlobUrl\":\"https://...?<SAS>\"}"), decoded
 // here. The URL is a credential: it is never logged or shown.
 func (e *Env) GetAzureWriteURL(ctx context.Context, name string) (blobID, blobURL string, err error) {
-	s, err := e.dmfString(ctx, "GetAzureWriteUrl", map[string]any{"uniqueFileName": name}, PriorityLow)
+	s, err := e.dmfString(ctx, "GetAzureWriteUrl", map[string]any{"uniqueFileName": name}, PriorityNormal)
 	if err != nil {
 		return "", "", err
 	}
@@ -97,20 +99,20 @@ func (e *Env) ImportFromPackage(ctx context.Context, r ImportRequest) (string, e
 	return e.dmfString(ctx, "ImportFromPackage", map[string]any{
 		"packageUrl": r.PackageURL, "definitionGroupId": r.DefinitionGroup, "executionId": r.ExecutionID,
 		"execute": r.Execute, "overwrite": r.Overwrite, "legalEntityId": r.LegalEntity,
-	}, PriorityLow)
+	}, PriorityNormal)
 }
 
 // ExecutionStatus returns GetExecutionSummaryStatus of an execution;
 // ErrExecutionNotFound while F&O does not know it.
 func (e *Env) ExecutionStatus(ctx context.Context, executionID string) (string, error) {
-	return e.dmfString(ctx, "GetExecutionSummaryStatus", map[string]any{"executionId": executionID}, PriorityLow)
+	return e.dmfString(ctx, "GetExecutionSummaryStatus", map[string]any{"executionId": executionID}, PriorityNormal)
 }
 
 // ExecutionErrors returns GetExecutionErrors: a JSON list of messages in
 // the string value (its exact shape is not documented: a string that is
 // not a list is returned as one message).
 func (e *Env) ExecutionErrors(ctx context.Context, executionID string) ([]string, error) {
-	s, err := e.dmfString(ctx, "GetExecutionErrors", map[string]any{"executionId": executionID}, PriorityLow)
+	s, err := e.dmfString(ctx, "GetExecutionErrors", map[string]any{"executionId": executionID}, PriorityNormal)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +141,7 @@ func (e *Env) ExecutionErrors(ctx context.Context, executionID string) ([]string
 // not there yet (ask again later).
 func (e *Env) TargetErrorKeysURL(ctx context.Context, executionID, entity string, generated bool) (url string, ok, ready bool, err error) {
 	if !generated {
-		v, err := e.dmfAction(ctx, "GenerateImportTargetErrorKeysFile", map[string]any{"executionId": executionID, "entityName": entity}, PriorityLow)
+		v, err := e.dmfAction(ctx, "GenerateImportTargetErrorKeysFile", map[string]any{"executionId": executionID, "entityName": entity}, PriorityNormal)
 		if err != nil {
 			return "", false, false, err
 		}
@@ -151,7 +153,7 @@ func (e *Env) TargetErrorKeysURL(ctx context.Context, executionID, entity string
 			return "", false, true, nil
 		}
 	}
-	u, err := e.dmfString(ctx, "GetImportTargetErrorKeysFileUrl", map[string]any{"executionId": executionID, "entityName": entity}, PriorityLow)
+	u, err := e.dmfString(ctx, "GetImportTargetErrorKeysFileUrl", map[string]any{"executionId": executionID, "entityName": entity}, PriorityNormal)
 	if err != nil {
 		return "", true, false, err
 	}
@@ -161,7 +163,7 @@ func (e *Env) TargetErrorKeysURL(ctx context.Context, executionID, entity string
 // StagingErrorFileURL returns GetImportStagingErrorFileUrl ("" when the
 // entity had no staging errors).
 func (e *Env) StagingErrorFileURL(ctx context.Context, executionID, entity string) (string, error) {
-	return e.dmfString(ctx, "GetImportStagingErrorFileUrl", map[string]any{"executionId": executionID, "entityName": entity}, PriorityLow)
+	return e.dmfString(ctx, "GetImportStagingErrorFileUrl", map[string]any{"executionId": executionID, "entityName": entity}, PriorityNormal)
 }
 
 // Download reads a file F&O named by a SAS URL (an error file), at most

@@ -240,6 +240,27 @@ type Response struct {
 func (e *Env) Do(ctx context.Context, r *Request) (*Response, error) {
 	op := r.Method + " " + pathOnly(r.Path)
 	ok, probe, wait := e.breaker.Allow()
+	// Half-open with the probe slot taken: wait for the probe's outcome
+	// (bounded by the probe's own timeout) rather than fail for a fixed
+	// delay, so that when F&O is back all streams reach the limiter at
+	// once and it admits urgent requests first (see Breaker.ProbeDone).
+	// If the probe failed, the circuit is open again and the call fails
+	// fast below.
+	if !ok {
+		giveUp := time.NewTimer(2 * e.timeout)
+	probeWait:
+		for ch := e.breaker.ProbeDone(); !ok && ch != nil; ch = e.breaker.ProbeDone() {
+			select {
+			case <-ch:
+			case <-giveUp.C:
+				break probeWait
+			case <-ctx.Done():
+				break probeWait
+			}
+			ok, probe, wait = e.breaker.Allow()
+		}
+		giveUp.Stop()
+	}
 	if !ok {
 		st := e.breaker.Status()
 		msg := fmt.Sprintf("F&O environment %s is unreachable; calls are paused (circuit %s after %d consecutive failures, next probe in %s)",

@@ -111,6 +111,32 @@ type Limiter struct {
 	timer        *time.Timer
 	timerAt      time.Time
 	throttled    int64
+	lanes        [numPriorities]laneStats
+}
+
+// laneStats counts a priority lane's admissions for status output, so
+// that the order in which the lanes drain is visible: per second over the
+// last recentSeconds, and in total.
+type laneStats struct {
+	admitted int64
+	last     time.Time
+	secs     [recentSeconds]int64 // admissions in second sec[i]
+	sec      [recentSeconds]int64 // the Unix second each slot counts
+}
+
+// recentSeconds is the window of LaneStatus.Recent.
+const recentSeconds = 10
+
+func (l *Limiter) admittedLocked(p Priority, now time.Time) {
+	ls := &l.lanes[p]
+	ls.admitted++
+	ls.last = now
+	s := now.Unix()
+	i := s % recentSeconds
+	if ls.sec[i] != s {
+		ls.sec[i], ls.secs[i] = s, 0
+	}
+	ls.secs[i]++
 }
 
 type waiter struct {
@@ -175,6 +201,7 @@ func (l *Limiter) Acquire(ctx context.Context, p Priority) (*Permit, error) {
 	if l.queuedLocked() == 0 && l.canGrantLocked(now) {
 		l.tokens--
 		l.inflight++
+		l.admittedLocked(p, now)
 		l.mu.Unlock()
 		return &Permit{l: l, at: now}, nil
 	}
@@ -306,6 +333,7 @@ func (l *Limiter) dispatchLocked(now time.Time) {
 		}
 		l.tokens--
 		l.inflight++
+		l.admittedLocked(p, now)
 		l.waiters[p][0] = nil
 		l.waiters[p] = l.waiters[p][1:]
 		w.granted, w.at = true, now
@@ -341,6 +369,21 @@ type LimiterStatus struct {
 	Waiting     int       `json:"waiting"`
 	Throttled   int64     `json:"throttled"`
 	PausedUntil time.Time `json:"paused_until,omitzero"`
+	// Lanes are the priority lanes, high first: what waits in each and
+	// what each was admitted, which shows urgent streams draining first.
+	Lanes []LaneStatus `json:"lanes"`
+}
+
+// LaneStatus is one priority lane of the limiter.
+type LaneStatus struct {
+	Priority string `json:"priority"`
+	// Waiting counts the requests of the lane waiting for the limiter.
+	Waiting int `json:"waiting"`
+	// Recent counts the requests admitted in the last 10 seconds,
+	// Admitted since the start.
+	Recent         int64     `json:"admitted_last_10s"`
+	Admitted       int64     `json:"admitted"`
+	LastAdmittedAt time.Time `json:"last_admitted_at,omitzero"`
 }
 
 // Status returns the limiter's state.
@@ -348,8 +391,22 @@ func (l *Limiter) Status() LimiterStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := LimiterStatus{Rate: math.Round(l.rate*100) / 100, Ceiling: l.cfg.Ceiling, InFlight: l.inflight, Waiting: l.queuedLocked(), Throttled: l.throttled}
-	if l.pausedUntil.After(l.cfg.Now()) {
+	now := l.cfg.Now()
+	if l.pausedUntil.After(now) {
 		s.PausedUntil = l.pausedUntil.UTC()
+	}
+	for p := numPriorities - 1; p >= 0; p-- {
+		ls := &l.lanes[p]
+		st := LaneStatus{Priority: p.String(), Waiting: len(l.waiters[p]), Admitted: ls.admitted}
+		if !ls.last.IsZero() {
+			st.LastAdmittedAt = ls.last.UTC()
+		}
+		for i, sec := range ls.sec {
+			if sec > now.Unix()-recentSeconds {
+				st.Recent += ls.secs[i]
+			}
+		}
+		s.Lanes = append(s.Lanes, st)
 	}
 	return s
 }

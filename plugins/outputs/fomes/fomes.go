@@ -111,7 +111,8 @@ type Sink struct {
 	name    string
 	env     *d365.Env
 	prio    d365.Priority
-	urgent  map[string]bool // names of urgent flows
+	urgent  map[string]bool   // names of urgent flows
+	prios   map[string]string // priority per flow, for status
 	tracker *d365.Tracker
 	log     zerolog.Logger
 
@@ -141,7 +142,12 @@ func New(cfg *Config, env pipeline.Env) (*Sink, error) {
 		Log: env.Log, Held: fe.Metrics().InDoubt.WithLabelValues(env.Name), Parked: fe.Metrics().Parked.WithLabelValues(env.Name),
 		Now: env.Now, Streams: streamsOf(env.Flows),
 	})
-	return &Sink{cfg: *cfg, name: env.Name, env: fe, prio: prio, urgent: pipeline.UrgentFlows(env.Flows), tracker: tr, log: env.Log}, nil
+	s := &Sink{cfg: *cfg, name: env.Name, env: fe, prio: prio, urgent: pipeline.UrgentFlows(env.Flows), tracker: tr, log: env.Log}
+	s.prios = map[string]string{}
+	for _, f := range env.Flows {
+		s.prios[f.Name] = s.priority(pipeline.Record{Flow: f.Name, Stream: f.Stream}).String()
+	}
+	return s, nil
 }
 
 // Tracker returns the sink's in-doubt bookkeeping.
@@ -321,7 +327,7 @@ func (s *Sink) Probe(ctx context.Context) error {
 func (s *Sink) Status() map[string]any {
 	st := map[string]any{
 		"env": s.env.Status(), "message_type": s.cfg.MessageType, "in_doubt_policy": s.cfg.InDoubt,
-		"sent": s.sent.Load(), "rejected": s.rejected.Load(),
+		"sent": s.sent.Load(), "rejected": s.rejected.Load(), "priorities": s.prios,
 	}
 	s.health.Report(st, "last_sent_at", s.tracker)
 	return st

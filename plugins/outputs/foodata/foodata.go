@@ -126,7 +126,8 @@ type Sink struct {
 	name    string
 	env     *d365.Env
 	prio    d365.Priority
-	urgent  map[string]bool // streams of urgent flows
+	urgent  map[string]bool   // streams of urgent flows
+	prios   map[string]string // priority per flow, for status
 	tracker *d365.Tracker
 	log     zerolog.Logger
 
@@ -159,7 +160,12 @@ func New(cfg *Config, env pipeline.Env) (*Sink, error) {
 		Log: env.Log, Held: fe.Metrics().InDoubt.WithLabelValues(env.Name), Parked: fe.Metrics().Parked.WithLabelValues(env.Name),
 		Now: env.Now, Streams: streams,
 	})
-	return &Sink{cfg: *cfg, name: env.Name, env: fe, prio: prio, urgent: pipeline.UrgentStreams(env.Flows), tracker: tr, log: env.Log}, nil
+	s := &Sink{cfg: *cfg, name: env.Name, env: fe, prio: prio, urgent: pipeline.UrgentStreams(env.Flows), tracker: tr, log: env.Log}
+	s.prios = map[string]string{}
+	for _, f := range env.Flows {
+		s.prios[f.Name] = s.priority(pipeline.Record{Flow: f.Name, Stream: f.Stream}).String()
+	}
+	return s, nil
 }
 
 // Tracker returns the sink's in-doubt bookkeeping.
@@ -449,6 +455,7 @@ func (s *Sink) Status() map[string]any {
 	st := map[string]any{
 		"env": s.env.Status(), "entity": s.cfg.Entity, "mode": s.cfg.Mode, "batch": s.cfg.Batch.Enabled,
 		"written": s.written.Load(), "verified_after_doubt": s.verified.Load(), "rejected": s.rejected.Load(),
+		"priorities": s.prios,
 	}
 	s.health.Report(st, "last_written_at", s.tracker)
 	return st
