@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,17 +23,8 @@ import (
 
 var powerCutCuts = flag.Int("powercut.cuts", 0, "power cuts in TestPowerCutQueue (0: $PLANTGATE_POWERCUT_CUTS, or 24)")
 
-// powerCuts is the number of cuts: the flag, else $PLANTGATE_POWERCUT_CUTS,
-// else def.
-func powerCuts(def int) int {
-	if *powerCutCuts > 0 {
-		return *powerCutCuts
-	}
-	if n, err := strconv.Atoi(os.Getenv("PLANTGATE_POWERCUT_CUTS")); err == nil && n > 0 {
-		return n
-	}
-	return def
-}
+// powerCuts is the number of cuts (lazyfs.Cuts).
+func powerCuts(def int) int { return lazyfs.Cuts(*powerCutCuts, def) }
 
 // TestPowerCutHelper is not a test: the power-cut tests run the test binary
 // again with PLANTGATE_QUEUE_POWERCUT_HELPER set to a queue path on a

@@ -532,3 +532,16 @@ func (f *FS) cleanup() {
 		_ = f.doneR.Close()
 	}
 }
+
+// Cuts is the number of power cuts a test makes: flagged (a -powercut.cuts
+// flag of the test binary) when set, else $PLANTGATE_POWERCUT_CUTS, else
+// def. make e2e-long raises it.
+func Cuts(flagged, def int) int {
+	if flagged > 0 {
+		return flagged
+	}
+	if n, err := strconv.Atoi(os.Getenv("PLANTGATE_POWERCUT_CUTS")); err == nil && n > 0 {
+		return n
+	}
+	return def
+}

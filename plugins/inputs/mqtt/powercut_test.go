@@ -22,17 +22,8 @@ import (
 
 var powerCutCuts = flag.Int("powercut.cuts", 0, "power cuts in TestPowerCutMQTTIngest (0: $PLANTGATE_POWERCUT_CUTS, or 8)")
 
-// powerCuts is the number of cuts: the flag, else $PLANTGATE_POWERCUT_CUTS,
-// else def.
-func powerCuts(def int) int {
-	if *powerCutCuts > 0 {
-		return *powerCutCuts
-	}
-	if n, err := strconv.Atoi(os.Getenv("PLANTGATE_POWERCUT_CUTS")); err == nil && n > 0 {
-		return n
-	}
-	return def
-}
+// powerCuts is the number of cuts (lazyfs.Cuts).
+func powerCuts(def int) int { return lazyfs.Cuts(*powerCutCuts, def) }
 
 // TestMQTTPowerCutVerifyHelper is not a test: the power-cut tests run it
 // with PLANTGATE_MQTT_POWERCUT_VERIFY set to the queue path after a cut, to
