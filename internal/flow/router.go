@@ -206,6 +206,7 @@ func (r *Router) Route(source string, m pipeline.Message) ([]queue.Entry, []erro
 
 func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Message, states []queue.StateWrite) error {
 	var entries []queue.Entry
+	var from []int // the message of each entry
 	var dead []pipeline.Record
 	var reasons []string
 	unmatched := 0
@@ -232,47 +233,53 @@ func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Messa
 				deadLetter(m, unmatchedReason(r.flows[source], m.Meta), "unmatched")
 			}
 		}
-		for _, e := range es {
-			// A record that can never be stored (an id or key over the
-			// limits, too large) is dead-lettered here, with the message,
-			// instead of failing the others or looping on redelivery.
-			if err := r.q.ValidateEntry(e); err != nil {
-				deadLetter(m, fmt.Sprintf("stream %s: the record cannot be queued: %v", e.Stream, err), "invalid "+e.Stream)
-				continue
-			}
-			entries = append(entries, e)
+		for range es {
+			from = append(from, i)
 		}
+		entries = append(entries, es...)
 	}
 	r.m.Messages.WithLabelValues(source).Add(float64(len(msgs)))
 	if unmatched > 0 {
 		r.m.Unmatched.WithLabelValues(source).Add(float64(unmatched))
-	}
-	// Dead letters first: if the process dies between the two commits the
-	// upstream redelivers (nothing was acked), and ids keep both the
-	// records and the dead letters single.
-	if len(dead) > 0 {
-		stream := SourceDeadStream(source)
-		skipped, err := r.q.AddDead(ctx, stream, dead, reasons)
-		if err != nil {
-			return fmt.Errorf("dead-letter %d messages: %w", len(dead), err)
-		}
-		r.m.DeadLettered.WithLabelValues(stream).Add(float64(len(dead) - skipped))
-		if skipped > 0 {
-			r.m.Duplicates.WithLabelValues(stream).Add(float64(skipped))
-		}
-		for _, why := range reasons {
-			r.log.Warn().Str(logging.FieldSource, source).Str(logging.FieldReason, why).Msg("message dead-lettered")
-		}
-	}
-	if len(entries) == 0 && len(states) == 0 {
-		return nil
 	}
 	// Overflow flows decide each record's path and keep the decision
 	// until the records are committed.
 	unlock := r.lockOverflows(source)
 	defer unlock()
 	r.divert(source, entries)
+	// Dead letters first: if the process dies between the two commits the
+	// upstream redelivers (nothing was acked), and ids keep both the
+	// records and the dead letters single.
+	if err := r.addDead(ctx, source, dead, reasons); err != nil {
+		return err
+	}
+	if len(entries) == 0 && len(states) == 0 {
+		return nil
+	}
 	res, err := r.q.Append(ctx, entries, states...)
+	if errors.Is(err, queue.ErrTooLarge) || errors.Is(err, queue.ErrBadName) {
+		// Append refused the batch whole (nothing was written): a record
+		// that can never be stored (an id or key over the limits, too
+		// large) is dead-lettered with its message instead of failing the
+		// others or looping on redelivery. Only then are the records
+		// checked one by one.
+		dead, reasons = nil, nil
+		var ok []queue.Entry
+		for j, e := range entries {
+			if verr := r.q.ValidateEntry(e); verr != nil {
+				deadLetter(&msgs[from[j]], fmt.Sprintf("stream %s: the record cannot be queued: %v", e.Stream, verr), "invalid "+e.Stream)
+				continue
+			}
+			ok = append(ok, e)
+		}
+		if len(dead) > 0 {
+			if err := r.addDead(ctx, source, dead, reasons); err != nil {
+				return err
+			}
+			entries = ok
+			res, err = r.q.Append(ctx, entries, states...)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("append %d records: %w", len(entries), err)
 	}
@@ -293,6 +300,26 @@ func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Messa
 		default:
 			r.m.Appended.WithLabelValues(e.Stream).Inc()
 		}
+	}
+	return nil
+}
+
+// addDead stores the dead letters of messages of source.
+func (r *Router) addDead(ctx context.Context, source string, dead []pipeline.Record, reasons []string) error {
+	if len(dead) == 0 {
+		return nil
+	}
+	stream := SourceDeadStream(source)
+	skipped, err := r.q.AddDead(ctx, stream, dead, reasons)
+	if err != nil {
+		return fmt.Errorf("dead-letter %d messages: %w", len(dead), err)
+	}
+	r.m.DeadLettered.WithLabelValues(stream).Add(float64(len(dead) - skipped))
+	if skipped > 0 {
+		r.m.Duplicates.WithLabelValues(stream).Add(float64(skipped))
+	}
+	for _, why := range reasons {
+		r.log.Warn().Str(logging.FieldSource, source).Str(logging.FieldReason, why).Msg("message dead-lettered")
 	}
 	return nil
 }
