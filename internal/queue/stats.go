@@ -300,10 +300,16 @@ func (s *Store) Healthy() error {
 
 // Pending returns how many records wait in stream (from memory).
 func (s *Store) Pending(stream string) int64 {
+	n, _ := s.pending(stream)
+	return n
+}
+
+// pending returns the count and bytes of stream's waiting records.
+func (s *Store) pending(stream string) (int64, int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st := s.streams[stream]; st != nil {
-		return st.count
+		return st.count, st.bytes
 	}
-	return 0
+	return 0, 0
 }

@@ -31,13 +31,7 @@ func (q *streamQueue) List(after uint64, limit int) ([]pipeline.Record, error) {
 }
 
 func (q *streamQueue) Pending() (int64, int64, time.Time) {
-	q.s.mu.Lock()
-	st := q.s.streams[q.stream]
-	var count, size int64
-	if st != nil {
-		count, size = st.count, st.bytes
-	}
-	q.s.mu.Unlock()
+	count, size := q.s.pending(q.stream)
 	if count == 0 {
 		return 0, 0, time.Time{}
 	}
