@@ -61,12 +61,13 @@
 //
 // # Secrets
 //
-// A logging.Secret field takes ${env:NAME} (the environment variable), or
-// ${file:PATH} (the file's contents without the trailing newline; systemd
-// credentials under $CREDENTIALS_DIRECTORY are plain files), or a literal,
-// which is accepted with a warning. Plain strings expand ${env:NAME} too
-// ("$${" writes a literal "${"); ${file:...} is only accepted as a whole
-// secret. An unset variable or an unreadable or empty file is an error that
+// A logging.Secret field takes ${env:NAME} (the environment variable),
+// ${file:PATH} (the file's contents without the trailing newline),
+// ${cred:NAME} (the systemd credential NAME: the file NAME in
+// $CREDENTIALS_DIRECTORY, which systemd sets for a unit with
+// LoadCredential=NAME:PATH), or a literal, which is accepted with a
+// warning. Plain strings expand ${env:NAME} too ("$${" writes a literal
+// "${"); ${file:...} and ${cred:...} are only accepted as a whole secret. An unset variable or an unreadable or empty file is an error that
 // names the reference. No error, warning or Redacted output ever contains a
 // secret's value.
 //

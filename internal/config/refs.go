@@ -36,8 +36,8 @@ var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // expandEnv replaces each ${env:NAME} in s with the variable's value and
 // "$${" with a literal "${". It returns the names of unset variables and a
 // description of the first malformed reference. Other "${...}" text is
-// kept as written, except ${file:...}, which only a secret accepts as its
-// whole value. The result is never put into a message.
+// kept as written, except ${file:...} and ${cred:...}, which only a
+// secret accepts as its whole value. The result is never put into a message.
 func expandEnv(s string, lookup func(string) (string, bool)) (out string, refs int, missing []string, bad string) {
 	if !strings.Contains(s, "${") {
 		return s, 0, nil, ""
@@ -77,6 +77,8 @@ func expandEnv(s string, lookup func(string) (string, bool)) (out string, refs i
 			s = s[end+1:]
 		case strings.HasPrefix(s, "${file:"):
 			return "", refs, missing, "a ${file:PATH} reference is only accepted as the whole value of a secret"
+		case strings.HasPrefix(s, "${cred:"):
+			return "", refs, missing, "a ${cred:NAME} reference is only accepted as the whole value of a secret"
 		default:
 			b.WriteString("${")
 			s = s[2:]
@@ -93,6 +95,10 @@ var fileRefRe = regexp.MustCompile(`^\$\{file:([^}]+)\}$`)
 // name references and variables, never values.
 func resolveSecret(raw string, opts *Options) (val string, literal bool, msgs []string) {
 	s := strings.TrimSpace(raw)
+	if m := credRefRe.FindStringSubmatch(s); m != nil {
+		v, msgs := resolveCred(m[1], opts)
+		return v, false, msgs
+	}
 	if m := fileRefRe.FindStringSubmatch(s); m != nil {
 		path := m[1]
 		b, err := opts.ReadFile(path)
