@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/plantgate/plantgate/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/backoff"
@@ -97,7 +97,7 @@ type App struct {
 	cfg   *config.Config
 	flows []*flow.Flow
 	log   zerolog.Logger
-	reg   *metrics.Registry
+	reg   *prometheus.Registry
 	m     *flow.Metrics
 
 	store   *queue.Store
@@ -135,8 +135,7 @@ type componentState struct {
 // New prepares an app from a loaded config. It builds nothing that does
 // I/O; Run does.
 func New(cfg *config.Config, flows []*flow.Flow, log zerolog.Logger) *App {
-	reg := metrics.NewRegistry()
-	reg.MustRegister(metrics.NewRuntimeCollector())
+	reg := newRegistry()
 	return &App{cfg: cfg, flows: flows, log: log, reg: reg, m: flow.NewMetrics(reg),
 		sinks: map[string]pipeline.Sink{}, sources: map[string]pipeline.Source{}, components: map[string]*componentState{},
 		probeInterval: 5 * time.Second, rateInterval: defaultRateInterval, rateWindow: defaultRateWindow}
@@ -192,8 +191,8 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}()
 	a.reg.MustRegister(newQueueCollector(store))
-	a.reg.MustRegister(metrics.NewGaugeFunc(metrics.GaugeOpts{Name: "plantgate_build_info", Help: "Build information.",
-		ConstLabels: metrics.Labels{"version": buildinfo.Version, "commit": buildinfo.Commit}}, func() float64 { return 1 }))
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "plantgate_build_info", Help: "Build information.",
+		ConstLabels: prometheus.Labels{"version": buildinfo.Version, "commit": buildinfo.Commit}}, func() float64 { return 1 }))
 	a.reg.MustRegister(newComponentCollector(a))
 	a.counts = newCountingQueue(store)
 	a.rates = newRateSampler(a.rateWindow, time.Now, a.counts.counts)

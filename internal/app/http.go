@@ -17,7 +17,6 @@ import (
 	"github.com/plantgate/plantgate/internal/buildinfo"
 	"github.com/plantgate/plantgate/internal/flow"
 	"github.com/plantgate/plantgate/internal/logging"
-	"github.com/plantgate/plantgate/internal/metrics"
 	"github.com/plantgate/plantgate/internal/pipeline"
 	"github.com/plantgate/plantgate/internal/queue"
 )
@@ -48,7 +47,7 @@ func (a *App) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
-	mux.Handle("GET /metrics", metrics.Handler(a.reg, metrics.HandlerOpts{MaxRequestsInFlight: 4}))
+	mux.Handle("GET /metrics", metricsHandler(a.reg))
 	mux.HandleFunc("GET /api/v1/status", a.statusJSON)
 	mux.HandleFunc("GET /{$}", a.statusPage)
 	mux.HandleFunc("GET /api/v1/admin/dead", a.admin(a.adminDead))

@@ -1,68 +1,94 @@
 package app
 
 import (
+	"net/http"
 	"strings"
 
-	"github.com/plantgate/plantgate/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/plantgate/plantgate/internal/queue"
 )
 
+// newRegistry returns the gateway's own registry (never the global one)
+// with the Go runtime's and the process's collectors on it. Components
+// register theirs through pipeline.Env.Metrics.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// maxScrapesInFlight bounds concurrent /metrics scrapes; more are answered
+// 503.
+const maxScrapesInFlight = 4
+
+// metricsHandler serves reg at /metrics. A collector's error does not fail
+// the scrape: every other metric is still served.
+func metricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: maxScrapesInFlight,
+		Registry:            reg,
+	})
+}
+
 // queueCollector exposes queue stats at scrape time.
 type queueCollector struct {
 	s                                              *queue.Store
-	records, bytes, dead, oldest, file, maxB, full *metrics.Desc
-	used, deadBytes, deadMax, deadExpired          *metrics.Desc
+	records, bytes, dead, oldest, file, maxB, full *prometheus.Desc
+	used, deadBytes, deadMax, deadExpired          *prometheus.Desc
 }
 
 func newQueueCollector(s *queue.Store) *queueCollector {
 	l := []string{"stream"}
 	return &queueCollector{s: s,
-		records: metrics.NewDesc("plantgate_queue_records", "Records waiting in each stream.", l, nil),
-		bytes:   metrics.NewDesc("plantgate_queue_bytes", "Bytes of records waiting in each stream.", l, nil),
-		dead:    metrics.NewDesc("plantgate_queue_dead_records", "Dead letters in each stream.", l, nil),
-		oldest:  metrics.NewDesc("plantgate_queue_oldest_record_age_seconds", "Age of the oldest waiting record.", l, nil),
-		file:    metrics.NewDesc("plantgate_queue_file_bytes", "Size of the queue file.", nil, nil),
-		maxB:    metrics.NewDesc("plantgate_queue_max_bytes", "Queue quota (0: none).", nil, nil),
-		full: metrics.NewDesc("plantgate_queue_full", "1 while a quota is reached and sources are held back, with the quota as reason "+
+		records: prometheus.NewDesc("plantgate_queue_records", "Records waiting in each stream.", l, nil),
+		bytes:   prometheus.NewDesc("plantgate_queue_bytes", "Bytes of records waiting in each stream.", l, nil),
+		dead:    prometheus.NewDesc("plantgate_queue_dead_records", "Dead letters in each stream.", l, nil),
+		oldest:  prometheus.NewDesc("plantgate_queue_oldest_record_age_seconds", "Age of the oldest waiting record.", l, nil),
+		file:    prometheus.NewDesc("plantgate_queue_file_bytes", "Size of the queue file.", nil, nil),
+		maxB:    prometheus.NewDesc("plantgate_queue_max_bytes", "Queue quota (0: none).", nil, nil),
+		full: prometheus.NewDesc("plantgate_queue_full", "1 while a quota is reached and sources are held back, with the quota as reason "+
 			"(max_bytes, dead_max_bytes, stream_max_bytes, waiting).", []string{"reason"}, nil),
-		used:        metrics.NewDesc("plantgate_queue_used_bytes", "Bytes in use in the queue file (records, dead letters, ids, state), against max_bytes.", nil, nil),
-		deadBytes:   metrics.NewDesc("plantgate_queue_dead_bytes", "Bytes of dead letters over all streams, against dead_max_bytes.", nil, nil),
-		deadMax:     metrics.NewDesc("plantgate_queue_dead_max_bytes", "Dead-letter quota (dead_max_bytes).", nil, nil),
-		deadExpired: metrics.NewDesc("plantgate_queue_dead_expired_total", "Dead letters removed by dead_retention since start.", nil, nil),
+		used:        prometheus.NewDesc("plantgate_queue_used_bytes", "Bytes in use in the queue file (records, dead letters, ids, state), against max_bytes.", nil, nil),
+		deadBytes:   prometheus.NewDesc("plantgate_queue_dead_bytes", "Bytes of dead letters over all streams, against dead_max_bytes.", nil, nil),
+		deadMax:     prometheus.NewDesc("plantgate_queue_dead_max_bytes", "Dead-letter quota (dead_max_bytes).", nil, nil),
+		deadExpired: prometheus.NewDesc("plantgate_queue_dead_expired_total", "Dead letters removed by dead_retention since start.", nil, nil),
 	}
 }
 
-func (c *queueCollector) Describe(ch chan<- *metrics.Desc) {
-	for _, d := range []*metrics.Desc{c.records, c.bytes, c.dead, c.oldest, c.file, c.maxB, c.full, c.used, c.deadBytes, c.deadMax, c.deadExpired} {
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.records, c.bytes, c.dead, c.oldest, c.file, c.maxB, c.full, c.used, c.deadBytes, c.deadMax, c.deadExpired} {
 		ch <- d
 	}
 }
 
-func (c *queueCollector) Collect(ch chan<- metrics.Metric) {
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	st, err := c.s.Stats()
 	if err != nil {
-		ch <- metrics.NewInvalidMetric(c.records, err)
+		ch <- prometheus.NewInvalidMetric(c.records, err)
 		return
 	}
 	for _, s := range st.Streams {
-		ch <- metrics.MustNewConstMetric(c.records, metrics.GaugeValue, float64(s.Records), s.Stream)
-		ch <- metrics.MustNewConstMetric(c.bytes, metrics.GaugeValue, float64(s.Bytes), s.Stream)
-		ch <- metrics.MustNewConstMetric(c.dead, metrics.GaugeValue, float64(s.Dead), s.Stream)
-		ch <- metrics.MustNewConstMetric(c.oldest, metrics.GaugeValue, s.OldestAge.Seconds(), s.Stream)
+		ch <- prometheus.MustNewConstMetric(c.records, prometheus.GaugeValue, float64(s.Records), s.Stream)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(s.Bytes), s.Stream)
+		ch <- prometheus.MustNewConstMetric(c.dead, prometheus.GaugeValue, float64(s.Dead), s.Stream)
+		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, s.OldestAge.Seconds(), s.Stream)
 	}
-	ch <- metrics.MustNewConstMetric(c.file, metrics.GaugeValue, float64(st.FileBytes))
-	ch <- metrics.MustNewConstMetric(c.maxB, metrics.GaugeValue, float64(st.MaxBytes))
-	ch <- metrics.MustNewConstMetric(c.used, metrics.GaugeValue, float64(st.UsedBytes))
-	ch <- metrics.MustNewConstMetric(c.deadBytes, metrics.GaugeValue, float64(st.DeadBytes))
-	ch <- metrics.MustNewConstMetric(c.deadMax, metrics.GaugeValue, float64(st.DeadMaxBytes))
-	ch <- metrics.MustNewConstMetric(c.deadExpired, metrics.CounterValue, float64(st.DeadExpired))
+	ch <- prometheus.MustNewConstMetric(c.file, prometheus.GaugeValue, float64(st.FileBytes))
+	ch <- prometheus.MustNewConstMetric(c.maxB, prometheus.GaugeValue, float64(st.MaxBytes))
+	ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(st.UsedBytes))
+	ch <- prometheus.MustNewConstMetric(c.deadBytes, prometheus.GaugeValue, float64(st.DeadBytes))
+	ch <- prometheus.MustNewConstMetric(c.deadMax, prometheus.GaugeValue, float64(st.DeadMaxBytes))
+	ch <- prometheus.MustNewConstMetric(c.deadExpired, prometheus.CounterValue, float64(st.DeadExpired))
 	for _, reason := range []string{"max_bytes", "dead_max_bytes", "stream_max_bytes", "waiting"} {
 		v := 0.0
 		if st.Full && fullReason(st.FullReason) == reason {
 			v = 1
 		}
-		ch <- metrics.MustNewConstMetric(c.full, metrics.GaugeValue, v, reason)
+		ch <- prometheus.MustNewConstMetric(c.full, prometheus.GaugeValue, v, reason)
 	}
 }
 
@@ -79,21 +105,21 @@ func fullReason(why string) string {
 // componentCollector exposes plantgate_component_up.
 type componentCollector struct {
 	a  *App
-	up *metrics.Desc
+	up *prometheus.Desc
 }
 
 func newComponentCollector(a *App) *componentCollector {
-	return &componentCollector{a: a, up: metrics.NewDesc("plantgate_component_up", "1 while a source or sink is up.", []string{"component", "instance", "type"}, nil)}
+	return &componentCollector{a: a, up: prometheus.NewDesc("plantgate_component_up", "1 while a source or sink is up.", []string{"component", "instance", "type"}, nil)}
 }
 
-func (c *componentCollector) Describe(ch chan<- *metrics.Desc) { ch <- c.up }
+func (c *componentCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.up }
 
-func (c *componentCollector) Collect(ch chan<- metrics.Metric) {
+func (c *componentCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range c.a.componentList() {
 		v := 0.0
 		if s.Up {
 			v = 1
 		}
-		ch <- metrics.MustNewConstMetric(c.up, metrics.GaugeValue, v, s.Kind, s.Name, s.Type)
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, v, s.Kind, s.Name, s.Type)
 	}
 }

@@ -138,6 +138,7 @@ func NewEnv(name string, c *config.FOEnv, o Options) (*Env, error) {
 	bc.Now, bc.OnState = o.Now, e.onBreakerState
 	e.breaker = NewBreaker(bc)
 	e.m.BreakerState.WithLabelValues(name).Set(0)
+	e.m.initEnv(name)
 	return e, nil
 }
 

@@ -20,7 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plantgate/plantgate/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/config"
@@ -44,7 +45,7 @@ func emuConfig(em *foemu.Emulator) *config.FOEnv {
 func newEnv(t *testing.T, c *config.FOEnv, o Options) *Env {
 	t.Helper()
 	if o.Metrics == nil {
-		o.Metrics = NewMetrics(metrics.NewRegistry())
+		o.Metrics = NewMetrics(prometheus.NewRegistry())
 	}
 	o.Log = zerolog.Nop()
 	e, err := NewEnv("test", c, o)
@@ -77,7 +78,7 @@ func TestTokenCachedAndRenewedAfter401(t *testing.T) {
 	if n := em.Stats().Total(foemu.RouteToken); n != 2 {
 		t.Errorf("token requests = %d, want 2", n)
 	}
-	if v := metrics.ToFloat64(e.m.TokenRefreshes.WithLabelValues("test", "unauthorized", "requested")); v != 1 {
+	if v := testutil.ToFloat64(e.m.TokenRefreshes.WithLabelValues("test", "unauthorized", "requested")); v != 1 {
 		t.Errorf("unauthorized refreshes = %v, want 1", v)
 	}
 	// A 401 that a fresh token does not cure: transient, with advice.

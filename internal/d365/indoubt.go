@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/plantgate/plantgate/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/logging"
@@ -160,7 +160,7 @@ type TrackerOptions struct {
 	Log zerolog.Logger
 	// Held and Parked receive the numbers of held and parked records of
 	// the sink (may be nil).
-	Held, Parked metrics.Gauge
+	Held, Parked prometheus.Gauge
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Streams are the streams the sink serves (for listing and counting).

@@ -1,7 +1,6 @@
 package d365
 
 import (
-	"bytes"
 	"context"
 	"path/filepath"
 	"strings"
@@ -10,7 +9,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/plantgate/plantgate/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/plantgate/plantgate/internal/pipeline"
 	"github.com/plantgate/plantgate/internal/queue"
 )
@@ -83,21 +84,23 @@ func TestTracker(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(tr, r3, VerdictDelivered) // another key is not blocked
-	reg := metrics.NewRegistry()
+	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	tr = NewTracker(s, "mes", TrackerOptions{Streams: []string{"f.mes"}, Held: m.InDoubt.WithLabelValues("mes"), Parked: m.Parked.WithLabelValues("mes")})
 	if held, parked := tr.Counts(); held != 1 || parked != 1 {
 		t.Fatalf("counts after reopen = %d held, %d parked", held, parked)
 	}
 	// The in-doubt gauge counts held records only; parked ones have their own.
-	var buf bytes.Buffer
-	if err := reg.WriteText(&buf); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{`plantgate_fo_in_doubt_records{sink="mes"} 1`, `plantgate_fo_parked_records{sink="mes"} 1`} {
-		if !strings.Contains(buf.String(), want) {
-			t.Errorf("metrics lack %s:\n%s", want, buf.String())
-		}
+	want := `
+# HELP plantgate_fo_in_doubt_records Records sent without a known outcome, held for an operator to release or drop.
+# TYPE plantgate_fo_in_doubt_records gauge
+plantgate_fo_in_doubt_records{sink="mes"} 1
+# HELP plantgate_fo_parked_records Records of the same key parked behind a held record, delivered once it is released or dropped.
+# TYPE plantgate_fo_parked_records gauge
+plantgate_fo_parked_records{sink="mes"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "plantgate_fo_in_doubt_records", "plantgate_fo_parked_records"); err != nil {
+		t.Error(err)
 	}
 	if got := check(tr, r1, VerdictHeld); got.State != HeldInDoubt || got.Reason != "timeout" || got.Sink != "mes" {
 		t.Errorf("held record %+v", got)

@@ -1,7 +1,6 @@
 package flow
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,9 +11,11 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/plantgate/plantgate/internal/backoff"
 	"github.com/plantgate/plantgate/internal/config"
-	"github.com/plantgate/plantgate/internal/metrics"
 	"github.com/plantgate/plantgate/internal/pipeline"
 	"github.com/plantgate/plantgate/internal/queue"
 )
@@ -79,7 +80,7 @@ func TestRecordThatCannotBeQueuedIsDeadLetteredAtTheSource(t *testing.T) {
 // is dead-lettered with both versions and counted, never dropped.
 func TestKnownIDWithOtherContentIsAConflict(t *testing.T) {
 	q := openQueue(t)
-	reg := metrics.NewRegistry()
+	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	r := NewRouter(q, oneFlow(t, "payload.good"), zerolog.Nop(), m)
 	em := r.Emitter("mes")
@@ -89,14 +90,16 @@ func TestKnownIDWithOtherContentIsAConflict(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var buf bytes.Buffer
-	if err := reg.WriteText(&buf); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{`plantgate_queue_duplicates_total{stream="fin.mes"} 1`, `plantgate_queue_conflicts_total{stream="fin.mes"} 1`} {
-		if !strings.Contains(buf.String(), want) {
-			t.Errorf("metrics lack %s", want)
-		}
+	want := `
+# HELP plantgate_queue_conflicts_total Records whose id was seen within the dedup window with different content: dead-lettered with both versions.
+# TYPE plantgate_queue_conflicts_total counter
+plantgate_queue_conflicts_total{stream="fin.mes"} 1
+# HELP plantgate_queue_duplicates_total Records dropped because their id was seen within the dedup window.
+# TYPE plantgate_queue_duplicates_total counter
+plantgate_queue_duplicates_total{stream="fin.mes"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "plantgate_queue_duplicates_total", "plantgate_queue_conflicts_total"); err != nil {
+		t.Error(err)
 	}
 	dead, _ := q.ListDead("fin.mes", 0, 0)
 	if len(dead) != 1 || !strings.Contains(string(dead[0].Record.Raw), `"good":7`) {

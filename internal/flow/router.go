@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/expr-lang/expr/vm"
-	"github.com/plantgate/plantgate/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/codec"
@@ -37,42 +37,42 @@ var _ pipeline.StateEmitter = (*emitter)(nil)
 
 // Metrics are the engine's Prometheus collectors.
 type Metrics struct {
-	Messages   *metrics.CounterVec
-	Unmatched  *metrics.CounterVec
-	Duplicates *metrics.CounterVec
-	Conflicts  *metrics.CounterVec
-	Appended   *metrics.CounterVec
+	Messages   *prometheus.CounterVec
+	Unmatched  *prometheus.CounterVec
+	Duplicates *prometheus.CounterVec
+	Conflicts  *prometheus.CounterVec
+	Appended   *prometheus.CounterVec
 	// Overflowed counts records an overflow flow sent to DMF;
 	// OverflowSwitches its switches between the paths.
-	Overflowed       *metrics.CounterVec
-	OverflowSwitches *metrics.CounterVec
-	DeadLettered     *metrics.CounterVec
-	Delivered        *metrics.CounterVec
-	Retries          *metrics.CounterVec
-	WriteSeconds     *metrics.HistogramVec
+	Overflowed       *prometheus.CounterVec
+	OverflowSwitches *prometheus.CounterVec
+	DeadLettered     *prometheus.CounterVec
+	Delivered        *prometheus.CounterVec
+	Retries          *prometheus.CounterVec
+	WriteSeconds     *prometheus.HistogramVec
 }
 
 // NewMetrics registers the engine's collectors on reg (nil: unregistered).
-func NewMetrics(reg metrics.Registerer) *Metrics {
+func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		Messages:   metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_source_messages_total", Help: "Messages emitted by each source."}, []string{"source"}),
-		Unmatched:  metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_source_unmatched_total", Help: "Messages no flow matched."}, []string{"source"}),
-		Duplicates: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_queue_duplicates_total", Help: "Records dropped because their id was seen within the dedup window."}, []string{"stream"}),
-		Conflicts: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_queue_conflicts_total",
+		Messages:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_source_messages_total", Help: "Messages emitted by each source."}, []string{"source"}),
+		Unmatched:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_source_unmatched_total", Help: "Messages no flow matched."}, []string{"source"}),
+		Duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_queue_duplicates_total", Help: "Records dropped because their id was seen within the dedup window."}, []string{"stream"}),
+		Conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_queue_conflicts_total",
 			Help: "Records whose id was seen within the dedup window with different content: dead-lettered with both versions."}, []string{"stream"}),
-		Appended: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_queue_appended_total", Help: "Records appended to each stream."}, []string{"stream"}),
-		Overflowed: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_flow_overflow_records_total",
+		Appended: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_queue_appended_total", Help: "Records appended to each stream."}, []string{"stream"}),
+		Overflowed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_flow_overflow_records_total",
 			Help: "Records an overflow flow sent to its DMF sink instead of OData."}, []string{"flow"}),
-		OverflowSwitches: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_flow_overflow_switches_total",
+		OverflowSwitches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_flow_overflow_switches_total",
 			Help: "Switches of overflow flows between OData and DMF, by the path switched to."}, []string{"flow", "to"}),
-		DeadLettered: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_dead_lettered_total", Help: "Records and messages dead-lettered."}, []string{"stream"}),
-		Delivered:    metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_sink_delivered_total", Help: "Records delivered and acked."}, []string{"stream"}),
-		Retries:      metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_sink_retries_total", Help: "Write attempts that will be retried, by cause."}, []string{"stream", "cause"}),
-		WriteSeconds: metrics.NewHistogramVec(metrics.HistogramOpts{Name: "plantgate_sink_write_duration_seconds", Help: "Duration of sink writes.",
+		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_dead_lettered_total", Help: "Records and messages dead-lettered."}, []string{"stream"}),
+		Delivered:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_sink_delivered_total", Help: "Records delivered and acked."}, []string{"stream"}),
+		Retries:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_sink_retries_total", Help: "Write attempts that will be retried, by cause."}, []string{"stream", "cause"}),
+		WriteSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "plantgate_sink_write_duration_seconds", Help: "Duration of sink writes.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"stream"}),
 	}
 	if reg != nil {
-		for _, c := range []metrics.Collector{m.Messages, m.Unmatched, m.Duplicates, m.Conflicts, m.Appended, m.Overflowed, m.OverflowSwitches, m.DeadLettered, m.Delivered, m.Retries, m.WriteSeconds} {
+		for _, c := range []prometheus.Collector{m.Messages, m.Unmatched, m.Duplicates, m.Conflicts, m.Appended, m.Overflowed, m.OverflowSwitches, m.DeadLettered, m.Delivered, m.Retries, m.WriteSeconds} {
 			reg.MustRegister(c)
 		}
 	}
@@ -150,8 +150,49 @@ func NewRouter(q Queue, flows []*Flow, log zerolog.Logger, m *Metrics) *Router {
 	for _, f := range flows {
 		r.flows[f.Source] = append(r.flows[f.Source], f)
 	}
+	r.m.initFlows(flows)
 	return r
 }
+
+// initFlows creates the router's counters of every source, stream and
+// overflow flow of flows at 0, so a scrape shows them before their first
+// event and rate() and increase() see the first one.
+func (m *Metrics) initFlows(flows []*Flow) {
+	for _, f := range flows {
+		m.Messages.WithLabelValues(f.Source)
+		m.Unmatched.WithLabelValues(f.Source)
+		m.DeadLettered.WithLabelValues(SourceDeadStream(f.Source))
+		for _, stream := range f.streams {
+			m.Duplicates.WithLabelValues(stream)
+			m.Conflicts.WithLabelValues(stream)
+			m.Appended.WithLabelValues(stream)
+			m.DeadLettered.WithLabelValues(stream)
+		}
+		if f.overflow != nil {
+			m.Overflowed.WithLabelValues(f.Name)
+			m.OverflowSwitches.WithLabelValues(f.Name, "odata")
+			m.OverflowSwitches.WithLabelValues(f.Name, "dmf")
+		}
+	}
+}
+
+// initStream creates a runner's counters and histogram of stream at 0.
+func (m *Metrics) initStream(stream string) {
+	m.Delivered.WithLabelValues(stream)
+	m.DeadLettered.WithLabelValues(stream)
+	m.WriteSeconds.WithLabelValues(stream)
+	for _, cause := range retryCauses {
+		m.Retries.WithLabelValues(stream, cause)
+	}
+}
+
+// The values of plantgate_sink_retries_total's cause label.
+const (
+	causeTransient = "transient"
+	causeThrottled = "throttled"
+)
+
+var retryCauses = []string{causeTransient, causeThrottled}
 
 // Emitter returns the emitter handed to source's Run.
 func (r *Router) Emitter(source string) pipeline.Emitter { return &emitter{r: r, source: source} }

@@ -81,6 +81,7 @@ func NewRunner(cfg RunnerConfig, q Queue, sink pipeline.Sink, log zerolog.Logger
 	if m == nil {
 		m = NewMetrics(nil)
 	}
+	m.initStream(cfg.Stream)
 	return &Runner{cfg: cfg, q: q, sink: sink, log: log.With().Str(logging.FieldStream, cfg.Stream).Logger(), m: m,
 		outstanding: map[uint64]bool{}, st: RunnerStatus{Stream: cfg.Stream, State: "idle"}}
 }
@@ -356,10 +357,10 @@ func (r *Runner) deliver(ctx, writeCtx context.Context, batch []pipeline.Record)
 		}
 		batch = retry
 		attempt++
-		cause := "transient"
+		cause := causeTransient
 		var wait time.Duration
 		if errors.As(err, &te) {
-			cause = "throttled"
+			cause = causeThrottled
 			wait = te.After
 			r.throttle(wait)
 			r.mu.Lock()

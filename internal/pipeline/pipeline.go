@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/plantgate/plantgate/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -122,7 +122,7 @@ type Env struct {
 	// Log is pre-tagged with component, plugin and instance.
 	Log zerolog.Logger
 	// Metrics registers the plugin's collectors on the gateway's registry.
-	Metrics metrics.Registerer
+	Metrics prometheus.Registerer
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 	// State is the plugin's durable named state in the queue file; nil

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/plantgate/plantgate/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/pipeline"
@@ -56,7 +56,7 @@ func runSource(t *testing.T, src *Source, em pipeline.Emitter) {
 
 func newEmbedded(t *testing.T, cfg Config, em pipeline.Emitter) (*Source, string) {
 	t.Helper()
-	src, err := New(&cfg, pipeline.Env{Name: testSource, Log: testLogger(t), Metrics: metrics.NewRegistry()})
+	src, err := New(&cfg, pipeline.Env{Name: testSource, Log: testLogger(t), Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

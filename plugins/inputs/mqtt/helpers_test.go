@@ -17,7 +17,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/plantgate/plantgate/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/config"
@@ -183,7 +184,7 @@ type gateway struct {
 	store  *queue.Store
 	router *flow.Router
 	src    *Source
-	reg    *metrics.Registry
+	reg    *prometheus.Registry
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -217,7 +218,7 @@ func openStore(t testing.TB, path string, o queue.Options) *queue.Store {
 // newGateway opens the queue at path and builds the source; start runs it.
 func newGateway(t testing.TB, path string, cfg Config, o queue.Options) *gateway {
 	t.Helper()
-	g := &gateway{t: t, store: openStore(t, path, o), reg: metrics.NewRegistry()}
+	g := &gateway{t: t, store: openStore(t, path, o), reg: prometheus.NewRegistry()}
 	g.router = flow.NewRouter(g.store, testFlows(t, "payload.msg_id"), zerolog.Nop(), nil)
 	src, err := New(&cfg, pipeline.Env{Name: testSource, Log: testLogger(t), Metrics: g.reg, Now: time.Now})
 	if err != nil {
@@ -414,4 +415,4 @@ func (e *blockingEmitter) committed() []pipeline.Message {
 	return append([]pipeline.Message(nil), e.msgs...)
 }
 
-func testutilValue(c metrics.Collector) float64 { return metrics.ToFloat64(c) }
+func testutilValue(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }

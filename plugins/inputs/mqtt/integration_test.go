@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plantgate/plantgate/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/plantgate/plantgate/internal/queue"
 )
 
@@ -67,10 +68,10 @@ func TestIntegrationMosquittoIngest(t *testing.T) {
 	if st["received"] != int64(2200) || st["acked"] != int64(2200) || st["decode_failures"] != int64(0) || st["mode"] != "client" {
 		t.Fatalf("status: %v", st)
 	}
-	if got := metrics.ToFloat64(g.src.m.acked); got != 2200 {
+	if got := testutil.ToFloat64(g.src.m.acked); got != 2200 {
 		t.Fatalf("acked metric %v", got)
 	}
-	if n, err := g.reg.Count("plantgate_mqtt_connected", "plantgate_mqtt_messages_received_total"); err != nil || n != 2 {
+	if n, err := testutil.GatherAndCount(g.reg, "plantgate_mqtt_connected", "plantgate_mqtt_messages_received_total"); err != nil || n != 2 {
 		t.Fatalf("metrics: %d, %v", n, err)
 	}
 	if err := g.src.Probe(t.Context()); err != nil {

@@ -5,36 +5,36 @@ import (
 	"hash/maphash"
 	"sync"
 
-	"github.com/plantgate/plantgate/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // sourceMetrics are the source's Prometheus collectors, bound to its label.
 // The vectors are shared by every mqtt source on a registry, so several
 // sources (and a source rebuilt by a reload) register them once.
 type sourceMetrics struct {
-	connected      metrics.Gauge
-	paused         metrics.Gauge
-	received       metrics.Counter
-	acked          metrics.Counter
-	redeliveries   metrics.Counter
-	decodeFailures metrics.Counter
-	inFlight       metrics.Gauge
-	lastMessage    metrics.Gauge
-	connLosses     metrics.Counter
-	qos0Lost       metrics.Counter
-	clients        metrics.Gauge
-	inflightDrops  metrics.Counter
-	authFailures   metrics.Counter
-	aclDenials     metrics.Counter
+	connected      prometheus.Gauge
+	paused         prometheus.Gauge
+	received       prometheus.Counter
+	acked          prometheus.Counter
+	redeliveries   prometheus.Counter
+	decodeFailures prometheus.Counter
+	inFlight       prometheus.Gauge
+	lastMessage    prometheus.Gauge
+	connLosses     prometheus.Counter
+	qos0Lost       prometheus.Counter
+	clients        prometheus.Gauge
+	inflightDrops  prometheus.Counter
+	authFailures   prometheus.Counter
+	aclDenials     prometheus.Counter
 }
 
-func newMetrics(reg metrics.Registerer, source string) *sourceMetrics {
+func newMetrics(reg prometheus.Registerer, source string) *sourceMetrics {
 	l := []string{"source"}
-	gauge := func(name, help string) metrics.Gauge {
-		return register(reg, metrics.NewGaugeVec(metrics.GaugeOpts{Name: name, Help: help}, l)).WithLabelValues(source)
+	gauge := func(name, help string) prometheus.Gauge {
+		return register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, l)).WithLabelValues(source)
 	}
-	counter := func(name, help string) metrics.Counter {
-		return register(reg, metrics.NewCounterVec(metrics.CounterOpts{Name: name, Help: help}, l)).WithLabelValues(source)
+	counter := func(name, help string) prometheus.Counter {
+		return register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, l)).WithLabelValues(source)
 	}
 	return &sourceMetrics{
 		connected:      gauge("plantgate_mqtt_connected", "1 while connected to the broker (client mode) or listening (embedded broker)."),
@@ -56,12 +56,12 @@ func newMetrics(reg metrics.Registerer, source string) *sourceMetrics {
 
 // register registers c on reg, or returns the collector of the same
 // description that is already registered.
-func register[T metrics.Collector](reg metrics.Registerer, c T) T {
+func register[T prometheus.Collector](reg prometheus.Registerer, c T) T {
 	if reg == nil {
 		return c
 	}
 	if err := reg.Register(c); err != nil {
-		var are metrics.AlreadyRegisteredError
+		var are prometheus.AlreadyRegisteredError
 		if errors.As(err, &are) {
 			if ex, ok := are.ExistingCollector.(T); ok {
 				return ex

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
 	"github.com/rs/zerolog"
 
@@ -21,7 +22,6 @@ import (
 	"github.com/plantgate/plantgate/internal/d365"
 	"github.com/plantgate/plantgate/internal/d365/dmfpackage"
 	"github.com/plantgate/plantgate/internal/logging"
-	"github.com/plantgate/plantgate/internal/metrics"
 	"github.com/plantgate/plantgate/internal/pipeline"
 	"github.com/plantgate/plantgate/plugins/outputs"
 )
@@ -195,6 +195,7 @@ func New(cfg *Config, env pipeline.Env) (*Sink, error) {
 	if s.gateway == "" {
 		s.gateway = "plantgate"
 	}
+	s.m.initSink(s.name)
 	// A batch whose import F&O may be running takes the environment's
 	// import lock now, before any sink's stream runs: otherwise after a
 	// restart another sink could win the lock and start a second import
@@ -783,46 +784,62 @@ var (
 
 // sinkMetrics are the plantgate_dmf_* collectors.
 type sinkMetrics struct {
-	batches      *metrics.CounterVec
-	linesOK      *metrics.CounterVec
-	linesDead    *metrics.CounterVec
-	packageBytes *metrics.HistogramVec
-	stepSeconds  *metrics.HistogramVec
-	stalled      *metrics.GaugeVec
+	batches      *prometheus.CounterVec
+	linesOK      *prometheus.CounterVec
+	linesDead    *prometheus.CounterVec
+	packageBytes *prometheus.HistogramVec
+	stepSeconds  *prometheus.HistogramVec
+	stalled      *prometheus.GaugeVec
 }
 
 var (
 	metricsOnce sync.Map // registry -> *sinkMetrics
 )
 
-func newSinkMetrics(reg metrics.Registerer) *sinkMetrics {
+func newSinkMetrics(reg prometheus.Registerer) *sinkMetrics {
 	if reg != nil {
 		if m, ok := metricsOnce.Load(reg); ok {
 			return m.(*sinkMetrics)
 		}
 	}
 	m := &sinkMetrics{
-		batches: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_dmf_batches_total",
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_dmf_batches_total",
 			Help: "DMF batches finished, by outcome: succeeded, partially_succeeded, failed (dead-lettered), retried."}, []string{"sink", "outcome"}),
-		linesOK: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_dmf_lines_imported_total",
+		linesOK: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_dmf_lines_imported_total",
 			Help: "Lines F&O imported through DMF packages."}, []string{"sink"}),
-		linesDead: metrics.NewCounterVec(metrics.CounterOpts{Name: "plantgate_dmf_lines_dead_lettered_total",
+		linesDead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_dmf_lines_dead_lettered_total",
 			Help: "Lines dead-lettered: refused by F&O's import, or unfit for a data file."}, []string{"sink"}),
-		packageBytes: metrics.NewHistogramVec(metrics.HistogramOpts{Name: "plantgate_dmf_package_bytes",
+		packageBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "plantgate_dmf_package_bytes",
 			Help: "Size of the DMF packages built.", Buckets: []float64{1 << 10, 16 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20}}, []string{"sink"}),
-		stepSeconds: metrics.NewHistogramVec(metrics.HistogramOpts{Name: "plantgate_dmf_step_duration_seconds",
+		stepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "plantgate_dmf_step_duration_seconds",
 			Help:    "Time DMF batches spent in each step (closed, packaged, uploaded, importing, polling, settling).",
 			Buckets: []float64{.01, .1, .5, 1, 5, 15, 60, 300, 900, 3600}}, []string{"sink", "step"}),
-		stalled: metrics.NewGaugeVec(metrics.GaugeOpts{Name: "plantgate_dmf_stalled_batches",
+		stalled: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "plantgate_dmf_stalled_batches",
 			Help: "DMF batches whose import is still running past import_deadline: reported and held, never imported again."}, []string{"sink"}),
 	}
 	if reg != nil {
-		for _, c := range []metrics.Collector{m.batches, m.linesOK, m.linesDead, m.packageBytes, m.stepSeconds, m.stalled} {
+		for _, c := range []prometheus.Collector{m.batches, m.linesOK, m.linesDead, m.packageBytes, m.stepSeconds, m.stalled} {
 			reg.MustRegister(c)
 		}
 		metricsOnce.Store(reg, m)
 	}
 	return m
+}
+
+// batchOutcomes are the values of plantgate_dmf_batches_total's outcome
+// label.
+var batchOutcomes = []string{"succeeded", "partially_succeeded", "failed", "retried"}
+
+// initSink creates the counters and gauges of sink at 0, so a scrape shows
+// them before its first batch.
+func (m *sinkMetrics) initSink(sink string) {
+	for _, o := range batchOutcomes {
+		m.batches.WithLabelValues(sink, o)
+	}
+	m.linesOK.WithLabelValues(sink)
+	m.linesDead.WithLabelValues(sink)
+	m.stalled.WithLabelValues(sink)
+	m.packageBytes.WithLabelValues(sink)
 }
 
 // lookup returns the sink's registered factory.

@@ -8,11 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/plantgate/plantgate/internal/d365"
 	"github.com/plantgate/plantgate/internal/d365/d365test"
 	"github.com/plantgate/plantgate/internal/foemu"
 	"github.com/plantgate/plantgate/internal/foemu/foemutest"
-	"github.com/plantgate/plantgate/internal/metrics"
 	"github.com/plantgate/plantgate/internal/pipeline"
 	"github.com/plantgate/plantgate/internal/queue"
 )
@@ -50,7 +51,7 @@ func start(t *testing.T, em *foemu.Emulator, store *queue.Store, cfg *Config) *h
 	return startWith(t, em, store, cfg, nil)
 }
 
-func startWith(t *testing.T, em *foemu.Emulator, store *queue.Store, cfg *Config, reg *metrics.Registry) *harness {
+func startWith(t *testing.T, em *foemu.Emulator, store *queue.Store, cfg *Config, reg *prometheus.Registry) *harness {
 	t.Helper()
 	fe := d365test.Env(t, em)
 	env := d365test.PluginEnv(t, "dmf", fe, store)

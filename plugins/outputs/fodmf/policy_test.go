@@ -1,7 +1,6 @@
 package fodmf
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/plantgate/plantgate/internal/d365/d365test"
 	"github.com/plantgate/plantgate/internal/foemu"
 	"github.com/plantgate/plantgate/internal/foemu/foemutest"
-	"github.com/plantgate/plantgate/internal/metrics"
 	"github.com/plantgate/plantgate/internal/pipeline"
 )
 
@@ -112,16 +113,19 @@ func TestIntegrationStalledImportIsHeld(t *testing.T) {
 	cfg := pickingConfig()
 	cfg.Batch.MaxRecords, cfg.ImportDeadline = 3, 300*time.Millisecond
 	appendLines(t, store, qtyLines(3)...)
-	reg := metrics.NewRegistry()
+	reg := prometheus.NewRegistry()
 	h := startWith(t, em, store, cfg, reg)
 	d365test.WaitFor(t, 10*time.Second, "the batch reported stalled", func() bool {
 		bs, _ := h.sink.Status()["batches"].([]map[string]any)
 		return len(bs) == 1 && bs[0]["stalled"] == true
 	})
-	var buf bytes.Buffer
-	_ = reg.WriteText(&buf)
-	if !strings.Contains(buf.String(), `plantgate_dmf_stalled_batches{sink="dmf"} 1`) {
-		t.Errorf("metrics lack the stalled batch:\n%s", buf.String())
+	want := `
+# HELP plantgate_dmf_stalled_batches DMF batches whose import is still running past import_deadline: reported and held, never imported again.
+# TYPE plantgate_dmf_stalled_batches gauge
+plantgate_dmf_stalled_batches{sink="dmf"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "plantgate_dmf_stalled_batches"); err != nil {
+		t.Errorf("the stalled batch in the metrics: %v", err)
 	}
 	d365test.WaitFor(t, 10*time.Second, "the batch settled", func() bool { return pending(store) == 0 })
 	if ex := em.Executions(); len(ex) != 1 || ex[0].Submissions != 1 {
