@@ -149,6 +149,9 @@ func (e Event) Payload() map[string]any {
 		"value": e.Value,
 		"time":  e.Time.UTC().Format(time.RFC3339Nano),
 		"now":   plain(e.Current),
+		// A non-counter event is identified by its rule and the time of
+		// the sample that triggered it.
+		"event_id": e.Rule + "@" + e.Time.UTC().Format(time.RFC3339Nano),
 	}
 	if e.Previous != nil {
 		p["previous"] = plain(e.Previous)

@@ -5,6 +5,7 @@ import (
 	// Sources.
 	_ "github.com/plantgate/plantgate/plugins/inputs/file"
 	_ "github.com/plantgate/plantgate/plugins/inputs/mqtt"
+	_ "github.com/plantgate/plantgate/plugins/inputs/opcua"
 	// Sinks.
 	_ "github.com/plantgate/plantgate/plugins/outputs/fodmf"
 	_ "github.com/plantgate/plantgate/plugins/outputs/fomes"
