@@ -3,8 +3,12 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
-# Debian versions must start with a digit: untagged builds become 0.0.0~git<hash>.
-PKG_VERSION ?= $(shell echo "$(VERSION)" | sed -E 's/^v//; /^[0-9]+\./!s/^/0.0.0~git/')
+# Package versions must start with a digit: untagged builds become
+# 0.0.0~git<hash>; "-" (git describe's separators, -dirty) becomes "+",
+# which .deb and .rpm versions both allow.
+PKG_VERSION ?= $(shell echo "$(VERSION)" | sed -E 's/^v//; /^[0-9]+\./!s/^/0.0.0~git/; s/-/+/g')
+# Where build-all and package write.
+DIST ?= dist
 PKG      = github.com/plantgate/plantgate
 LDFLAGS  = -s -w -X $(PKG)/internal/buildinfo.Version=$(VERSION) -X $(PKG)/internal/buildinfo.Commit=$(COMMIT) -X $(PKG)/internal/buildinfo.Date=$(DATE)
 GOBUILD  = CGO_ENABLED=0 go build -trimpath -mod=readonly -ldflags "$(LDFLAGS)"
@@ -19,7 +23,7 @@ TEST_TIMEOUT ?= 15m
 export PATH := $(GOBIN_TOOLS):$(PATH)
 export PLANTGATE_TOOLS := $(TOOLS)
 
-.PHONY: help build build-all test test-short test-integration bench e2e-long fuzz lint fmt vet tidy-check tools package check-systemd demo clean
+.PHONY: help build build-all test test-short test-integration bench e2e-long fuzz lint fmt vet tidy-check tools package package-test check-systemd demo clean
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -30,14 +34,14 @@ build: ## static binaries in bin/ (plantgate, fo-emulator)
 	@if [ -d cmd/fo-emulator ] && ls cmd/fo-emulator/*.go >/dev/null 2>&1; then $(GOBUILD) -o bin/fo-emulator ./cmd/fo-emulator; fi
 	@ls -l bin/ && file bin/plantgate 2>/dev/null || true
 
-build-all: ## cross-compile plantgate for amd64, arm64 and armv7
-	@mkdir -p dist
-	GOOS=linux GOARCH=amd64 $(GOBUILD) -o dist/plantgate-linux-amd64 ./cmd/plantgate
-	GOOS=linux GOARCH=arm64 $(GOBUILD) -o dist/plantgate-linux-arm64 ./cmd/plantgate
-	GOOS=linux GOARCH=arm GOARM=7 $(GOBUILD) -o dist/plantgate-linux-armv7 ./cmd/plantgate
+build-all: ## cross-compile static plantgate binaries for amd64, arm64 and armv7 into $(DIST)
+	@mkdir -p $(DIST)
+	GOOS=linux GOARCH=amd64 $(GOBUILD) -o $(DIST)/plantgate-linux-amd64 ./cmd/plantgate
+	GOOS=linux GOARCH=arm64 $(GOBUILD) -o $(DIST)/plantgate-linux-arm64 ./cmd/plantgate
+	GOOS=linux GOARCH=arm GOARM=7 $(GOBUILD) -o $(DIST)/plantgate-linux-armv7 ./cmd/plantgate
 
 tools: ## install the real peers the tests use (mosquitto, Azurite; node-opcua too, unused until an OPC UA source exists)
-	@scripts/install-test-tools.sh "$(TOOLS)"
+	@NFPM_VERSION=$(NFPM_VERSION) scripts/install-test-tools.sh "$(TOOLS)"
 
 test: tools ## all tests with the race detector, against real peers
 	go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
@@ -74,11 +78,22 @@ vet: ## go vet
 tidy-check: ## go.mod and go.sum are tidy
 	go mod tidy && git diff --exit-code go.mod go.sum
 
-package: build ## build the .deb with nfpm
+# make package: GOARCH[v] of build-all = nfpm's arch (armhf in .deb, armv7hl in .rpm).
+PKG_ARCHES = amd64=amd64 arm64=arm64 armv7=arm7
+
+package: build-all ## .deb and .rpm for amd64, arm64 and armv7 into $(DIST), with nfpm
 	@test -x $(GOBIN_TOOLS)/nfpm || GOBIN=$(GOBIN_TOOLS) go install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
-	@mkdir -p dist
-	VERSION=$(PKG_VERSION) $(GOBIN_TOOLS)/nfpm pkg -f packaging/nfpm.yaml -p deb -t dist/
-	dpkg-deb -c dist/*.deb
+	@rm -f $(DIST)/plantgate*.deb $(DIST)/plantgate*.rpm
+	@set -e; for a in $(PKG_ARCHES); do for p in deb rpm; do \
+	  VERSION=$(PKG_VERSION) ARCH=$${a#*=} PLANTGATE_BINARY=$(DIST)/plantgate-linux-$${a%%=*} \
+	    $(GOBIN_TOOLS)/nfpm pkg -f packaging/nfpm.yaml -p $$p -t $(DIST)/; \
+	done; done
+	@ls -l $(DIST)/plantgate*.deb $(DIST)/plantgate*.rpm
+
+package-test: ## build the packages once and check them (dpkg-deb -c, rpm -qlp, file)
+	@NFPM_VERSION=$(NFPM_VERSION) scripts/install-test-tools.sh "$(TOOLS)"
+	$(MAKE) package DIST=$(CURDIR)/dist
+	PLANTGATE_DIST=$(CURDIR)/dist go test -count=1 ./packaging/
 
 demo: ## run fo-emulator, plantgate and the MES simulator together (Ctrl-C stops)
 	@scripts/demo.sh

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the real peers plantgate's tests run against:
 #   mosquitto (Debian package), Azurite and node-opcua (npm, into TOOLS/node_modules),
-#   LazyFS (built from ../shared/tools/lazyfs into TOOLS/lazyfs).
+#   LazyFS (built from ../shared/tools/lazyfs into TOOLS/lazyfs);
+# and the tools of the package test (packaging/): nfpm (go install into
+#   TOOLS/bin, version NFPM_VERSION as the Makefile pins it), rpm, cpio and
+#   file (Debian packages; dpkg-deb comes with dpkg).
 # Idempotent: anything already present is left alone.
 set -euo pipefail
 TOOLS=${1:-$(pwd)/.tools}
@@ -12,11 +15,21 @@ command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v rpm >/dev/null 2>&1 || need_apt+=(rpm)
+command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
+command -v file >/dev/null 2>&1 || need_apt+=(file)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-tools: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+NFPM_VERSION=${NFPM_VERSION:-v2.45.2}
+nfpm_installed() { go version -m "$TOOLS/bin/nfpm" 2>/dev/null | awk '$1 == "mod" {print $3}'; }
+if [ "$(nfpm_installed)" != "$NFPM_VERSION" ]; then
+  echo "install-test-tools: go install nfpm $NFPM_VERSION into $TOOLS/bin"
+  GOBIN="$TOOLS/bin" go install "github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION"
 fi
 
 npm_pkgs=()
@@ -42,4 +55,4 @@ else
   echo "install-test-tools: $lazyfs_src not found; LazyFS not built (the power-cut tests will skip, or fail under CI)"
 fi
 
-echo "install-test-tools: mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), azurite $(cd "$TOOLS" && node -p 'require("azurite/package.json").version'), node-opcua $(cd "$TOOLS" && node -p 'require("node-opcua/package.json").version'), lazyfs $lazyfs_bin"
+echo "install-test-tools: mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), azurite $(cd "$TOOLS" && node -p 'require("azurite/package.json").version'), node-opcua $(cd "$TOOLS" && node -p 'require("node-opcua/package.json").version'), lazyfs $lazyfs_bin, nfpm $(nfpm_installed), $(rpm --version)"

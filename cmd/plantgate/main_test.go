@@ -20,6 +20,14 @@ func runCLI(args ...string) (int, string, string) {
 }
 
 func TestCheckConfigShippedConfigs(t *testing.T) {
+	// The example config reads its secrets as systemd credentials.
+	creds := t.TempDir()
+	for _, name := range []string{"fo-client-secret", "admin-token"} {
+		if err := os.WriteFile(filepath.Join(creds, name), []byte("example-"+name+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
 	for _, f := range []string{"../../configs/plantgate.example.yaml", "../../configs/plantgate.minimal.yaml"} {
 		code, out, errOut := runCLI("check-config", "-c", f)
 		if code != exitOK {

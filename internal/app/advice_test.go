@@ -1,6 +1,8 @@
 package app
 
 import (
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -133,6 +135,14 @@ func TestPatternAdviceDualWrite(t *testing.T) {
 // TestPatternAdviceShippedConfigs: the shipped configs follow the
 // patterns: loading them adds no pattern advice.
 func TestPatternAdviceShippedConfigs(t *testing.T) {
+	// The example config reads its secrets as systemd credentials.
+	creds := t.TempDir()
+	for _, name := range []string{"fo-client-secret", "admin-token"} {
+		if err := os.WriteFile(filepath.Join(creds, name), []byte("example-"+name+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
 	t.Setenv("PLANTGATE_DEMO_DIR", t.TempDir())
 	t.Setenv("PLANTGATE_DEMO_FO_SECRET", "x")
 	t.Setenv("PLANTGATE_DEMO_MQTT_PASSWORD", "x")
