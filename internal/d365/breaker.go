@@ -44,7 +44,8 @@ type BreakerConfig struct {
 // Breaker stops calls to an environment that keeps failing, so plantgate
 // does not hammer F&O or the identity platform while they are down, and
 // lets one probe call through after a delay to find out whether they are
-// back. It is safe for concurrent use.
+// back. It is safe for concurrent use. (Why not sony/gobreaker: see the
+// package doc, "Limiter and breaker".)
 //
 //	closed --N consecutive failures--> open --delay--> half-open --probe ok--> closed
 //	                                     ^                  |

@@ -47,10 +47,26 @@
 // multiplicatively on a 429 (never above max_requests_per_second), a pause
 // of every sink until Retry-After, max_concurrent requests in flight, and
 // strict priority lanes (high, normal, low) so urgent flows get the
-// capacity first. The Breaker opens after consecutive connectivity
-// failures (no answer, 5xx, an unreachable identity platform), fails calls
-// fast while open, and lets one probe call through after a delay that
-// doubles on each failed probe.
+// capacity first. The bucket itself is golang.org/x/time/rate's, driven
+// through its *At methods by the limiter's clock; the lanes, the pause and
+// the cap sit around it, because rate.Limiter's Wait admits waiters in no
+// order and knows neither. The Breaker opens after consecutive
+// connectivity failures (no answer, 5xx, an unreachable identity
+// platform), fails calls fast while open, and lets one probe call through
+// after a delay that doubles on each failed probe.
+//
+// The Breaker is written here rather than taken from sony/gobreaker (v2),
+// which was weighed for it: gobreaker reads time.Now itself (no clock to
+// inject, so the state machine cannot be tested without sleeping), keeps
+// one fixed open Timeout (no delay doubling up to a maximum after each
+// failed probe, which keeps a plant from probing a long F&O outage every
+// few seconds), keeps the moment of the next probe private (the gateway
+// turns it into pipeline.Throttle so runners wait exactly that long, and
+// status shows it as next_probe), and answers a call refused during the
+// half-open probe with ErrTooManyRequests at once, with nothing to wait on
+// (ProbeDone lets the refused calls wait for the probe's outcome and then
+// reach the limiter together, by priority). Wrapping it to add these would
+// keep a second copy of its state beside it.
 //
 // # In doubt
 //

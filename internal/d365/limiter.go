@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Priority orders requests waiting for the limiter: urgent flows first.
@@ -84,9 +86,10 @@ const (
 // Limiter paces the requests to one F&O environment, shared by all its
 // sinks. It combines
 //
-//   - a token bucket whose rate adapts: additive increase while the
-//     limiter is the bottleneck and F&O answers, multiplicative decrease on
-//     a 429, never above the configured ceiling;
+//   - a token bucket (golang.org/x/time/rate, driven by the limiter's
+//     clock) whose rate adapts: additive increase while the limiter is the
+//     bottleneck and F&O answers, multiplicative decrease on a 429, never
+//     above the configured ceiling;
 //   - a pause until Retry-After after a 429 (or a 503 with Retry-After),
 //     for every sink of the environment, so F&O rarely has to say 429
 //     twice;
@@ -95,14 +98,19 @@ const (
 //     before normal and low ones (strict priority; low-priority flows wait
 //     while urgent ones use the whole budget).
 //
+// rate.Limiter keeps the bucket; its own Wait is not used, because it
+// admits callers in no particular order and knows no pause and no cap on
+// requests in flight: the lanes, the pause and the cap are the Limiter's,
+// and a waiter is admitted when the bucket has a token for it (AllowN at
+// the limiter's clock).
+//
 // It is safe for concurrent use.
 type Limiter struct {
 	cfg LimiterConfig
 
 	mu           sync.Mutex
 	rate         float64
-	tokens       float64
-	last         time.Time
+	bucket       *rate.Limiter
 	inflight     int
 	pausedUntil  time.Time
 	limitedAt    time.Time // last time a waiter had to wait for a token
@@ -169,12 +177,21 @@ func NewLimiter(cfg LimiterConfig) *Limiter {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	l := &Limiter{cfg: cfg, rate: cfg.Initial, last: cfg.Now()}
-	l.tokens = l.burst()
+	l := &Limiter{cfg: cfg, rate: cfg.Initial}
+	l.bucket = rate.NewLimiter(rate.Limit(cfg.Initial), burstOf(cfg.Initial)) // starts full
 	return l
 }
 
-func (l *Limiter) burst() float64 { return math.Max(1, l.rate/10) }
+// burstOf is the bucket's size at rate r: a tenth of a second's requests,
+// at least one.
+func burstOf(r float64) int { return max(1, int(r/10)) }
+
+// setRateLocked changes the bucket's rate (and size) from now on.
+func (l *Limiter) setRateLocked(now time.Time, r float64) {
+	l.rate = r
+	l.bucket.SetLimitAt(now, rate.Limit(r))
+	l.bucket.SetBurstAt(now, burstOf(r))
+}
 
 // Rate returns the current rate in requests per second.
 func (l *Limiter) Rate() float64 {
@@ -197,9 +214,7 @@ func (l *Limiter) Acquire(ctx context.Context, p Priority) (*Permit, error) {
 	}
 	l.mu.Lock()
 	now := l.cfg.Now()
-	l.refillLocked(now)
-	if l.queuedLocked() == 0 && l.canGrantLocked(now) {
-		l.tokens--
+	if l.queuedLocked() == 0 && l.canGrantLocked(now) && l.bucket.AllowN(now, 1) {
 		l.inflight++
 		l.admittedLocked(p, now)
 		l.mu.Unlock()
@@ -249,7 +264,7 @@ func (l *Limiter) done(at time.Time, o Outcome, retryAfter time.Duration) {
 	switch o {
 	case OutcomeOK:
 		if now.Sub(l.limitedAt) < 2*time.Second && l.rate < l.cfg.Ceiling {
-			l.rate = math.Min(l.cfg.Ceiling, l.rate+l.cfg.Increase/l.rate)
+			l.setRateLocked(now, math.Min(l.cfg.Ceiling, l.rate+l.cfg.Increase/l.rate))
 		}
 	case OutcomeThrottled:
 		l.throttled++
@@ -260,11 +275,13 @@ func (l *Limiter) done(at time.Time, o Outcome, retryAfter time.Duration) {
 		// Requests sent before the last decrease were already in flight:
 		// their 429s belong to the same congestion event.
 		if !at.Before(l.lastDecrease) {
-			l.refillLocked(now)
-			l.rate = math.Max(l.cfg.Floor, l.rate*l.cfg.Decrease)
+			l.setRateLocked(now, math.Max(l.cfg.Floor, l.rate*l.cfg.Decrease))
 			l.lastDecrease = now
 		}
-		l.tokens = math.Min(l.tokens, 0)
+		// Empty the bucket: nothing saved up is sent into the throttling.
+		if n := int(l.bucket.TokensAt(now)); n > 0 {
+			l.bucket.ReserveN(now, n)
+		}
 	case OutcomePause:
 		if retryAfter > 0 {
 			l.pauseLocked(now.Add(retryAfter))
@@ -282,13 +299,6 @@ func (l *Limiter) pauseLocked(until time.Time) {
 	}
 }
 
-func (l *Limiter) refillLocked(now time.Time) {
-	if el := now.Sub(l.last).Seconds(); el > 0 {
-		l.tokens = math.Min(l.burst(), l.tokens+el*l.rate)
-	}
-	l.last = now
-}
-
 func (l *Limiter) queuedLocked() int {
 	n := 0
 	for _, q := range l.waiters {
@@ -297,15 +307,16 @@ func (l *Limiter) queuedLocked() int {
 	return n
 }
 
+// canGrantLocked reports whether the pause and the cap on requests in
+// flight let a request go now; the bucket is asked separately.
 func (l *Limiter) canGrantLocked(now time.Time) bool {
-	return !now.Before(l.pausedUntil) && l.inflight < l.cfg.MaxConcurrent && l.tokens >= 1-1e-9
+	return !now.Before(l.pausedUntil) && l.inflight < l.cfg.MaxConcurrent
 }
 
 // dispatchLocked admits waiters, highest priority first, while the bucket,
 // the pause and the concurrency cap allow, and arms the timer for the next
 // moment a token is due.
 func (l *Limiter) dispatchLocked(now time.Time) {
-	l.refillLocked(now)
 	for {
 		var w *waiter
 		var p Priority
@@ -325,13 +336,12 @@ func (l *Limiter) dispatchLocked(now time.Time) {
 		if l.inflight >= l.cfg.MaxConcurrent {
 			return // Done dispatches again
 		}
-		if l.tokens < 1-1e-9 {
+		if !l.bucket.AllowN(now, 1) {
 			l.limitedAt = now
-			need := (1 - l.tokens) / l.rate
+			need := (1 - l.bucket.TokensAt(now)) / l.rate
 			l.armLocked(now, now.Add(time.Duration(need*float64(time.Second))+50*time.Microsecond))
 			return
 		}
-		l.tokens--
 		l.inflight++
 		l.admittedLocked(p, now)
 		l.waiters[p][0] = nil

@@ -1,13 +1,11 @@
 package foemu
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -15,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/plantgate/plantgate/internal/logging"
 )
@@ -36,6 +36,34 @@ type Claims struct {
 	Ver   string `json:"ver"`   // token version
 	Jti   string `json:"jti"`   // unique token ID
 }
+
+// Claims are jwt.Claims, so golang-jwt signs and checks them.
+var _ jwt.Claims = Claims{}
+
+func numericDate(unix int64) (*jwt.NumericDate, error) {
+	if unix == 0 {
+		return nil, nil
+	}
+	return jwt.NewNumericDate(time.Unix(unix, 0)), nil
+}
+
+// GetExpirationTime implements jwt.Claims.
+func (c Claims) GetExpirationTime() (*jwt.NumericDate, error) { return numericDate(c.Exp) }
+
+// GetIssuedAt implements jwt.Claims.
+func (c Claims) GetIssuedAt() (*jwt.NumericDate, error) { return numericDate(c.Iat) }
+
+// GetNotBefore implements jwt.Claims.
+func (c Claims) GetNotBefore() (*jwt.NumericDate, error) { return numericDate(c.Nbf) }
+
+// GetIssuer implements jwt.Claims.
+func (c Claims) GetIssuer() (string, error) { return c.Iss, nil }
+
+// GetSubject implements jwt.Claims.
+func (c Claims) GetSubject() (string, error) { return c.Sub, nil }
+
+// GetAudience implements jwt.Claims.
+func (c Claims) GetAudience() (jwt.ClaimStrings, error) { return jwt.ClaimStrings{c.Aud}, nil }
 
 // Token errors, reported in logs (the 401 itself carries no body, as F&O).
 var (
@@ -246,43 +274,28 @@ func (e *Emulator) IssueToken(clientID, tenant, audience string, lifetime time.D
 	return e.signToken(c)
 }
 
+// signToken signs c with the emulator's per-process HMAC key (HS256).
 func (e *Emulator) signToken(c Claims) (string, error) {
-	hdr := base64.RawURLEncoding.EncodeToString([]byte(`{"typ":"JWT","alg":"HS256","kid":"fo-emulator"}`))
-	body, err := json.Marshal(c)
-	if err != nil {
-		return "", err
-	}
-	signing := hdr + "." + base64.RawURLEncoding.EncodeToString(body)
-	m := hmac.New(sha256.New, e.signKey)
-	m.Write([]byte(signing))
-	return signing + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil)), nil
+	t := jwt.NewWithClaims(jwt.SigningMethodHS256, c)
+	t.Header["kid"] = "fo-emulator"
+	return t.SignedString(e.signKey)
 }
 
 // verifyToken checks a bearer token as F&O does: signature, lifetime,
 // audience (exactly the environment URL: lower case, no trailing slash),
 // tenant and registered client.
 func (e *Emulator) verifyToken(tok string) (*Claims, *ClientConfig, error) {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return nil, nil, errTokenMalform
-	}
-	m := hmac.New(sha256.New, e.signKey)
-	m.Write([]byte(parts[0] + "." + parts[1]))
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil || !hmac.Equal(sig, m.Sum(nil)) {
-		return nil, nil, errTokenSig
-	}
-	body, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return nil, nil, errTokenMalform
-	}
 	var c Claims
-	if err := json.Unmarshal(body, &c); err != nil {
-		return nil, nil, errTokenMalform
-	}
-	now := time.Now().Unix()
-	if now >= c.Exp || now < c.Nbf {
+	_, err := jwt.ParseWithClaims(tok, &c, func(*jwt.Token) (any, error) { return e.signKey, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithExpirationRequired())
+	switch {
+	case err == nil:
+	case errors.Is(err, jwt.ErrTokenExpired), errors.Is(err, jwt.ErrTokenNotValidYet):
 		return &c, nil, errTokenExpired
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return nil, nil, errTokenMalform
+	default: // a wrong signature or another signing method
+		return nil, nil, errTokenSig
 	}
 	if c.Aud != e.baseURL {
 		return &c, nil, fmt.Errorf("%w: got %q, want %q", errTokenAudience, c.Aud, e.baseURL)
@@ -348,25 +361,14 @@ func secretOK(secrets []string, got string) bool {
 // assertionSubject returns the sub (or iss) claim of a client assertion
 // JWT without checking its signature, or "" if it does not parse.
 func assertionSubject(a string) string {
-	parts := strings.Split(a, ".")
-	if len(parts) != 3 {
+	var c jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser(jwt.WithPaddingAllowed()).ParseUnverified(a, &c); err != nil {
 		return ""
 	}
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
-	if err != nil {
-		return ""
+	if c.Subject != "" {
+		return c.Subject
 	}
-	var c struct {
-		Sub string `json:"sub"`
-		Iss string `json:"iss"`
-	}
-	if json.Unmarshal(b, &c) != nil {
-		return ""
-	}
-	if c.Sub != "" {
-		return c.Sub
-	}
-	return c.Iss
+	return c.Issuer
 }
 
 // writeAADError writes an error in the shape of Microsoft Entra ID.

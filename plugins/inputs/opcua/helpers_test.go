@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -49,7 +50,7 @@ func parseConfig(t testing.TB, body string) (*Config, []*flow.Flow) {
 sinks:
   out: {type: out}
 flows:
-  counts: {from: line, when: 'meta.kind == "event"', id: payload.event_id, key: payload.rule, to: out}
+  counts: {from: line, when: 'meta.kind == "event"', key: payload.rule, to: out}
   gaps: {from: line, when: 'meta.kind == "gap"', to: out}
   values: {from: line, when: 'meta.kind == "value"', to: out}
 `
@@ -207,7 +208,11 @@ func (g *gateway) gaps() []pipeline.Record { return g.records(gapStream) }
 
 // testLogger logs through t (warnings and up) so failures show context.
 func testLogger(t testing.TB) zerolog.Logger {
-	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	lvl := zerolog.WarnLevel
+	if os.Getenv("PLANTGATE_TEST_LOG") == "debug" {
+		lvl = zerolog.DebugLevel
+	}
+	return zerolog.New(zerolog.NewTestWriter(t)).Level(lvl).With().Timestamp().Logger()
 }
 
 // proxy is a TCP proxy between the gateway and a server that a test can
@@ -270,6 +275,16 @@ func (p *proxy) setCut(cut bool) {
 		}
 		p.conns = nil
 	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 func endpointVia(p *proxy, path string) string { return fmt.Sprintf("opc.tcp://%s%s", p.addr(), path) }

@@ -81,6 +81,10 @@ type item struct {
 	id      *ua.NodeID
 	monID   uint32
 	retryAt time.Time
+	// lastSrc is the source time of the newest good sample, lastSrcValue
+	// its value.
+	lastSrc      time.Time
+	lastSrcValue any
 
 	// Guarded by Source.mu.
 	resolved  string
@@ -289,7 +293,7 @@ func (s *Source) runOnce(ctx context.Context, em pipeline.Emitter) (healthy bool
 		s.st.created++
 	}
 	s.mu.Unlock()
-	s.log.Info().Str("endpoint", s.cfg.Endpoint).Bool("session_reactivated", restored).Str("policy", s.st.policy).Str("mode", s.st.mode).Msg("opcua: connected")
+	s.log.Info().Str("endpoint", s.cfg.Endpoint).Bool("session_reactivated", restored).Bool("subscription_kept", s.sub != nil && !s.sub.lost).Str("policy", s.st.policy).Str("mode", s.st.mode).Msg("opcua: connected")
 	if s.cfg.Mode == "poll" {
 		return s.poll(ctx, c, em)
 	}
@@ -320,13 +324,15 @@ func (s *Source) runOnce(ctx context.Context, em pipeline.Emitter) (healthy bool
 				_ = c.Send(s.callCtx(ctx), &ua.DeleteSubscriptionsRequest{SubscriptionIDs: []uint32{s.sub.id}}, func(ua.Response) error { return nil })
 			}
 		}
-		if err := s.createSubscription(ctx, c, ns); err != nil {
-			return false, err
-		}
-		// Read every value now: the rules see the state after the gap
-		// (a counter's increase while the subscription was away).
+		// Read every value now, before the monitored items exist (their
+		// first notifications are sampled later, so never older): the
+		// rules see the state after the gap, such as a counter's increase
+		// while the subscription was away.
 		msgs, states, err := s.readAll(ctx, c)
 		if err != nil {
+			return false, err
+		}
+		if err := s.createSubscription(ctx, c, ns); err != nil {
 			return false, err
 		}
 		if gap != nil {
@@ -794,6 +800,14 @@ func (s *Source) sample(it *item, dv *ua.DataValue, read bool) ([]pipeline.Messa
 	var v any
 	if dv.Value != nil {
 		v = dv.Value.Value()
+	}
+	if good && !it.lastSrc.IsZero() && (at.Before(it.lastSrc) || at.Equal(it.lastSrc) && rules.Equal(plainValue(v), it.lastSrcValue)) {
+		// An older sample than one already seen (a Read racing a
+		// notification), or the same sample again: nothing new.
+		return nil, nil
+	}
+	if good {
+		it.lastSrc, it.lastSrcValue = at, plainValue(v)
 	}
 	s.mu.Lock()
 	it.lastAt = s.now().UTC()
