@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -191,4 +193,144 @@ func TestInDoubtReleaseAndDrop(t *testing.T) {
 	if recs, _ := s.List("mes", 0, 0); len(recs) != 0 {
 		t.Errorf("%d records still queued", len(recs))
 	}
+}
+
+// TestInDoubtReleaseWhileRunning settles records in doubt while the
+// gateway runs: the CLI finds the running gateway and goes through its
+// admin API, the stream's delivery pauses while the queue moves the
+// records, and every message arrives once, in order per production order,
+// counted on the emulator. Each action is in the audit log.
+func TestInDoubtReleaseWhileRunning(t *testing.T) {
+	em := foemutest.Start(t)
+	t.Setenv("PG_TEST_FO_SECRET", foemu.DefaultClientSecret)
+	const token = "adm1n-t0ken-for-the-test"
+	t.Setenv("PG_TEST_ADMIN", token)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "plantgate.yaml")
+	body := strings.Replace(fmt.Sprintf(inDoubtConfig, dir, em.BaseURL(), em.CAFile()), `http: {listen: "127.0.0.1:0"}`,
+		`http: {listen: "127.0.0.1:0", admin_token: "${env:PG_TEST_ADMIN}"}`, 1)
+	if err := os.WriteFile(cfgPath, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "in.jsonl")
+	add := func(order string, n int) {
+		f, err := os.OpenFile(in, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(f, `{"order":%q,"n":%d}`+"\n", order, n)
+		_ = f.Close()
+	}
+	cfg, flows, err := app.LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := app.New(cfg, flows, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("gateway: %v", err)
+		}
+	}()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		foemutest.WaitFor(t, 15*time.Second, what, cond)
+	}
+	waitFor("gateway started", func() bool { return a.HTTPAddr() != nil })
+	messages := func() map[string][]string {
+		out := map[string][]string{}
+		for _, m := range em.Messages() {
+			var c struct{ StartedQuantity json.Number }
+			_ = json.Unmarshal([]byte(m.Content), &c)
+			out[m.ProductionOrder] = append(out[m.ProductionOrder], c.StartedQuantity.String())
+		}
+		return out
+	}
+	if err := em.SetFaults(foemu.Faults{Rules: []foemu.FaultRule{{Route: foemu.RouteMES, Latency: foemu.Duration(time.Second)}}}); err != nil {
+		t.Fatal(err)
+	}
+	add("P000201", 1)
+	add("P000202", 1)
+	waitFor("two messages held", func() bool { return len(a.Status().InDoubt) == 2 })
+	if err := em.SetFaults(foemu.Faults{}); err != nil {
+		t.Fatal(err)
+	}
+	add("P000201", 2)
+	add("P000202", 2)
+	add("P000203", 1)
+	waitFor("P000203 delivered, two parked", func() bool { return len(messages()["P000203"]) == 1 && len(a.Status().InDoubt) == 4 })
+
+	// The CLI uses the API: the queue file stays locked by the gateway.
+	t.Setenv("PLANTGATE_ADMIN_TOKEN", "")
+	code, out, errOut := runCLI("queue", "in-doubt", "-c", cfgPath, "--json")
+	var list []app.InDoubtEntry
+	if code != exitOK || json.Unmarshal([]byte(out), &list) != nil || len(list) != 4 || !strings.Contains(errOut, "admin API") {
+		t.Fatalf("in-doubt while running: %d\n%s\n%s", code, out, errOut)
+	}
+	seqOf := map[string]uint64{}
+	for _, e := range list {
+		if e.State == d365.HeldInDoubt {
+			seqOf[e.Key] = e.Seq
+		}
+	}
+	base := "http://" + a.HTTPAddr().String()
+	// Replaying a held record is refused with a pointer to release.
+	if c, b := apiPost(t, base+"/api/v1/admin/dead/replay", token, fmt.Sprintf(`{"stream":"mes","seqs":[%d]}`, seqOf["P000202"])); c != 409 || !strings.Contains(b, "release") {
+		t.Errorf("replay of a held record = %d %s, want 409 pointing to release", c, b)
+	}
+	// Dropping needs confirmation.
+	if c, b := apiPost(t, base+"/api/v1/admin/in-doubt/drop", token, fmt.Sprintf(`{"stream":"mes","seqs":[%d]}`, seqOf["P000202"])); c != 400 || !strings.Contains(b, "confirm") {
+		t.Errorf("drop without confirm = %d %s, want 400", c, b)
+	}
+	if code, out, errOut := runCLI("queue", "release", "-c", cfgPath, "--stream", "mes", "--seq", fmt.Sprint(seqOf["P000201"])); code != exitOK || !strings.Contains(out, "2 records requeued") {
+		t.Fatalf("release while running: %d %s %s", code, out, errOut)
+	}
+	if code, out, errOut := runCLI("queue", "drop", "-c", cfgPath, "--stream", "mes", "--seq", fmt.Sprint(seqOf["P000202"]), "--yes"); code != exitOK || !strings.Contains(out, "dropped") {
+		t.Fatalf("drop while running: %d %s %s", code, out, errOut)
+	}
+	waitFor("released and parked messages delivered while running", func() bool {
+		m := messages()
+		return len(m["P000201"]) == 2 && len(m["P000202"]) == 1
+	})
+	time.Sleep(200 * time.Millisecond) // a duplicate would arrive now
+	got := messages()
+	for order, want := range map[string]string{"P000201": "1,2", "P000202": "2", "P000203": "1"} {
+		if s := strings.Join(got[order], ","); s != want {
+			t.Errorf("messages of %s: %s, want %s (once each, in order)", order, s, want)
+		}
+	}
+	if len(a.Status().InDoubt) != 0 {
+		t.Errorf("still in doubt: %+v", a.Status().InDoubt)
+	}
+	audit, err := os.ReadFile(filepath.Join(dir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"action":"release"`, `"action":"drop held"`, `"result":"refused"`, "(cli)"} {
+		if !strings.Contains(string(audit), want) {
+			t.Errorf("audit log lacks %s:\n%s", want, audit)
+		}
+	}
+	if strings.Contains(string(audit), token) {
+		t.Error("the audit log holds the admin token")
+	}
+}
+
+func apiPost(t *testing.T, url, token, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

@@ -71,13 +71,15 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 	}
 	path := *qpath
 	opts := queue.Options{Log: zerolog.Nop()}
+	var cfg *config.Config
 	if path == "" {
 		// Only the queue's location and options are needed: the secrets
 		// stay unresolved, so this works where only the service can read
 		// them (systemd credentials).
 		copts := app.ConfigOptions()
 		copts.SkipSecrets = true
-		cfg, err := config.Load(*cfgPath, copts)
+		var err error
+		cfg, err = config.Load(*cfgPath, copts)
 		if err != nil {
 			return reportConfigError(err, stderr)
 		}
@@ -104,6 +106,16 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 	if sub == "drop" && !*yes {
 		fmt.Fprintln(stderr, "plantgate queue drop: the record is never sent; add --yes once F&O is known to have it")
 		return exitUsage
+	}
+	if cfg != nil {
+		c, err := runningGateway(cfg, *cfgPath)
+		switch {
+		case err == nil:
+			return queueViaAPI(c, sub, queueOpts{stream: *stream, after: *after, limit: *limit, seqs: seqs, json: *asJSON, dead: *dead, items: *items, all: *all}, stdout, stderr)
+		case !errors.Is(err, errNoGateway):
+			fmt.Fprintln(stderr, "plantgate:", err)
+			return exitTempFail
+		}
 	}
 	if !queueFileExists(path, *qpath == "", *cfgPath, stderr) {
 		return exitFailure

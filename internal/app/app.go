@@ -118,8 +118,14 @@ type App struct {
 
 	mu         sync.Mutex
 	components map[string]*componentState
-	ready      bool
-	httpAddr   net.Addr
+	// phase is the lifecycle phase (health.go); reloadErr the reason the
+	// last reload was refused.
+	phase     string
+	reloadErr string
+	// paused holds the flows an operator paused (admin.go).
+	paused   map[string]bool
+	httpAddr net.Addr
+	audit    *auditLog
 }
 
 type componentState struct {
@@ -138,7 +144,14 @@ func New(cfg *config.Config, flows []*flow.Flow, log zerolog.Logger) *App {
 	reg := newRegistry()
 	return &App{cfg: cfg, flows: flows, log: log, reg: reg, m: flow.NewMetrics(reg),
 		sinks: map[string]pipeline.Sink{}, sources: map[string]pipeline.Source{}, components: map[string]*componentState{},
+		phase: phaseStarting, paused: map[string]bool{},
 		probeInterval: 5 * time.Second, rateInterval: defaultRateInterval, rateWindow: defaultRateWindow}
+}
+
+func (a *App) setPhase(p string) {
+	a.mu.Lock()
+	a.phase = p
+	a.mu.Unlock()
 }
 
 // HTTPAddr returns the address the HTTP server listens on, once started.
@@ -185,6 +198,11 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	a.store = store
+	auditPath := a.cfg.HTTP.AuditLog
+	if auditPath == "" {
+		auditPath = filepath.Join(a.cfg.Gateway.DataDir, "audit.log")
+	}
+	a.audit = newAuditLog(auditPath)
 	defer func() {
 		if err := store.Close(); err != nil {
 			a.log.Error().Err(err).Msg("close queue")
@@ -273,6 +291,9 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}
 
+	// Flows an operator paused stay paused across restarts.
+	a.loadPauses()
+
 	// Overflow flows see the pressure on their OData stream and the keys
 	// pending on both paths.
 	for _, st := range a.router.OverflowStreams() {
@@ -345,9 +366,7 @@ func (a *App) Run(ctx context.Context) error {
 		sourcesWG.Wait()
 		return err
 	}
-	a.mu.Lock()
-	a.ready = true
-	a.mu.Unlock()
+	a.setPhase(phaseRunning)
 	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
 		a.log.Warn().Err(err).Msg("notify systemd")
 	}
@@ -361,14 +380,13 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	_, _ = sdnotify.Notify(sdnotify.Stopping)
 	a.log.Info().Msg("gateway stopping")
-	a.mu.Lock()
-	a.ready = false
-	a.mu.Unlock()
+	a.setPhase(phaseStopping)
 	stopSources()
 	sourcesWG.Wait()
 	stopRunners()
 	runnersWG.Wait()
 	if srv != nil {
+		_ = os.Remove(AddrFile(a.cfg))
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		_ = srv.Shutdown(sctx)
 		cancel()

@@ -216,7 +216,10 @@ func TestGatewayEndToEnd(t *testing.T) {
 	if code != 200 || !strings.Contains(body, "not json") || !strings.Contains(body, "map.Good") {
 		t.Errorf("admin dead = %d %s", code, body)
 	}
-	code, body = post(t, base+"/api/v1/admin/purge", adminToken, `{"stream":"_source.mes","seqs":[1]}`)
+	if code, body := post(t, base+"/api/v1/admin/purge", adminToken, `{"stream":"_source.mes","seqs":[1]}`); code != 400 || !strings.Contains(body, "confirm") {
+		t.Errorf("purge without confirm = %d %s, want 400 asking for confirm", code, body)
+	}
+	code, body = post(t, base+"/api/v1/admin/purge", adminToken, `{"stream":"_source.mes","seqs":[1],"confirm":true}`)
 	if code != 200 || !strings.Contains(body, `"purged": 1`) {
 		t.Errorf("admin purge = %d %s", code, body)
 	}

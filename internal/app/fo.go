@@ -99,10 +99,14 @@ func MigrateSinkState(ctx context.Context, store *queue.Store, sink string) (int
 	return len(marks) + len(holds), store.Import(ctx, marks, holds, dels...)
 }
 
-// inDoubt lists the records F&O sinks hold, and the problems to show.
-func (a *App) inDoubt() ([]InDoubtView, []string) {
+// sinkProblem is a sink's reason to be degraded.
+type sinkProblem struct{ sink, why string }
+
+// inDoubt lists the records F&O sinks hold, and a problem per sink that
+// holds some.
+func (a *App) inDoubt() ([]InDoubtView, []sinkProblem) {
 	var views []InDoubtView
-	var problems []string
+	var problems []sinkProblem
 	names := make([]string, 0, len(a.sinks))
 	for n := range a.sinks {
 		names = append(names, n)
@@ -120,15 +124,7 @@ func (a *App) inDoubt() ([]InDoubtView, []string) {
 		for _, h := range t.Tracker().Held() {
 			views = append(views, InDoubtView{Sink: n, HeldRecord: h})
 		}
-
-		problems = append(problems, fmt.Sprintf("sink %s holds %d records in doubt and %d parked behind them: check F&O, then release or drop them (plantgate queue in-doubt)", n, held, parked))
-	}
-	if a.fo != nil {
-		for _, e := range a.fo.Envs() {
-			if st := e.Breaker().Status(); st.State != d365.BreakerClosed.String() {
-				problems = append(problems, fmt.Sprintf("F&O environment %s is unreachable (circuit %s since %s): %s", e.Name(), st.State, st.Since.Format("15:04:05Z"), st.LastError))
-			}
-		}
+		problems = append(problems, sinkProblem{n, fmt.Sprintf("sink %s holds %d records in doubt and %d parked behind them: check F&O, then release or drop them (plantgate queue in-doubt)", n, held, parked)})
 	}
 	return views, problems
 }

@@ -1,20 +1,20 @@
 package app
 
 import (
-	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/plantgate/plantgate/internal/buildinfo"
+	"github.com/plantgate/plantgate/internal/config"
 	"github.com/plantgate/plantgate/internal/flow"
 	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/pipeline"
@@ -33,6 +33,24 @@ func (a *App) startHTTP() (*http.Server, error) {
 	a.httpAddr = ln.Addr()
 	a.mu.Unlock()
 	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second}
+	if t := a.cfg.HTTP.TLS; t != nil {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("http.tls: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	// The CLI finds a running gateway's API here (the port may be 0 in
+	// the config).
+	scheme := "http"
+	if a.cfg.HTTP.TLS != nil {
+		scheme = "https"
+	}
+	if err := os.WriteFile(AddrFile(a.cfg), []byte(scheme+"://"+ln.Addr().String()+"\n"), 0o640); err != nil {
+		a.log.Warn().Err(err).Msg("write the API address file; the CLI will not find the running gateway")
+	}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error().Err(err).Msg("http server")
@@ -41,6 +59,9 @@ func (a *App) startHTTP() (*http.Server, error) {
 	a.log.Info().Str(logging.FieldAddr, ln.Addr().String()).Msg("http listening")
 	return srv, nil
 }
+
+// AddrFile is where a running gateway writes the URL of its API.
+func AddrFile(cfg *config.Config) string { return filepath.Join(cfg.Gateway.DataDir, "api.url") }
 
 // Handler serves health, metrics, status and the admin API.
 func (a *App) Handler() http.Handler {
@@ -82,22 +103,15 @@ func (a *App) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 }
 
-// readyz reports each component; 503 while any is down or during start/stop.
+// readyz answers from the health model (health.go): 200 while ready
+// (also when degraded), 503 otherwise, with the reasons.
 func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
-	comps := a.componentList()
-	a.mu.Lock()
-	ready := a.ready
-	a.mu.Unlock()
-	for _, c := range comps {
-		if !c.Up {
-			ready = false
-		}
-	}
+	h := a.Health()
 	code := http.StatusOK
-	if !ready {
+	if !h.Ready {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"ready": ready, "components": comps})
+	writeJSON(w, code, h)
 }
 
 func (a *App) componentList() []componentState {
@@ -129,7 +143,17 @@ type Status struct {
 	Batches []BatchView `json:"batches,omitempty"`
 	// Overflow is the state of the flows that may switch to DMF.
 	Overflow []flow.OverflowStatus `json:"overflow,omitempty"`
-	Problems []string              `json:"problems,omitempty"`
+	// Health is the one health model (health.go); Problems are its
+	// reasons as sentences, blocking ones first.
+	Health   Health   `json:"health"`
+	Problems []string `json:"problems,omitempty"`
+	// Environments are the F&O environments: token, breaker, limiter.
+	Environments []EnvView `json:"environments,omitempty"`
+	// FlowPaths are each flow from its source to its sinks with health,
+	// rates and queue depth: the first table of the status page.
+	FlowPaths []FlowPath `json:"flow_paths,omitempty"`
+	// Now is when the status was taken.
+	Now time.Time `json:"now"`
 }
 
 // BatchView is a sink's batch in the status output.
@@ -141,20 +165,27 @@ type BatchView struct {
 
 // ComponentStatus is a source or sink in the status output.
 type ComponentStatus struct {
-	Name      string         `json:"name"`
-	Type      string         `json:"type"`
-	Up        bool           `json:"up"`
-	Since     time.Time      `json:"since"`
-	LastError string         `json:"last_error,omitempty"`
-	Details   map[string]any `json:"details,omitempty"`
+	Name      string    `json:"name"`
+	Type      string    `json:"type"`
+	Up        bool      `json:"up"`
+	Since     time.Time `json:"since"`
+	LastError string    `json:"last_error,omitempty"`
+	// State is up, degraded or down (health.go).
+	State   string         `json:"state"`
+	Details map[string]any `json:"details,omitempty"`
+	// Counters are a source's message counts (sources only).
+	Counters *SourceCounters `json:"counters,omitempty"`
 }
 
-// Status collects the gateway's status.
+// Status collects the gateway's status. Its Ready, Health and Problems
+// come from Health, as /readyz's answer does.
 func (a *App) Status() Status {
-	st := Status{Gateway: a.cfg.Gateway.ID, Version: buildinfo.Version, StartedAt: a.started.UTC(), Uptime: time.Since(a.started).Round(time.Second).String()}
-	a.mu.Lock()
-	st.Ready = a.ready
-	a.mu.Unlock()
+	h := a.Health()
+	st := Status{Gateway: a.cfg.Gateway.ID, Version: buildinfo.Version, StartedAt: a.started.UTC(), Uptime: time.Since(a.started).Round(time.Second).String(),
+		Ready: h.Ready, Health: h, Now: time.Now()}
+	for _, r := range h.Reasons {
+		st.Problems = append(st.Problems, r.Why)
+	}
 	qs, err := a.store.Stats()
 	if err != nil {
 		st.Problems = append(st.Problems, "queue stats: "+err.Error())
@@ -165,22 +196,24 @@ func (a *App) Status() Status {
 	}
 	for _, c := range a.componentList() {
 		cs := ComponentStatus{Name: c.Name, Type: c.Type, Up: c.Up, Since: c.Since, LastError: c.LastError}
+		for _, hc := range h.Components {
+			if hc.Kind == c.Kind && hc.Name == c.Name {
+				cs.Up, cs.State = hc.Up, hc.State
+				if hc.Why != "" {
+					cs.LastError = hc.Why
+				}
+			}
+		}
 		if sr, ok := c.plugin.(pipeline.StatusReporter); ok {
 			cs.Details = sr.Status()
 		}
 		if br, ok := c.plugin.(pipeline.BatchReporter); ok && c.Kind == "sink" {
 			for _, b := range br.Batches() {
 				st.Batches = append(st.Batches, BatchView{Sink: c.Name, BatchInfo: b, AgeSeconds: int64(time.Since(b.ClosedAt).Seconds())})
-				if b.Stalled {
-					st.Problems = append(st.Problems, fmt.Sprintf("sink %s: the import %s of batch %s is still running past import_deadline (F&O says %s); it is held, never imported again: check it in F&O's Data management workspace",
-						c.Name, b.ExecutionID, b.ID, b.Status))
-				}
 			}
 		}
-		if !c.Up {
-			st.Problems = append(st.Problems, fmt.Sprintf("%s %s is down: %s", c.Kind, c.Name, c.LastError))
-		}
 		if c.Kind == "source" {
+			cs.Counters = a.sourceCounters(c.Name, cs.Details)
 			st.Sources = append(st.Sources, cs)
 		} else {
 			st.Sinks = append(st.Sinks, cs)
@@ -188,159 +221,18 @@ func (a *App) Status() Status {
 	}
 	if a.rates != nil {
 		st.Flows = flowStatuses(a.cfg, a.rates.rates(), a.rateWindow)
-		st.Problems = append(st.Problems, flowProblems(st.Flows)...)
 	}
 	if a.router != nil {
 		st.Overflow = a.router.Overflows()
-		for _, o := range st.Overflow {
-			if o.Active {
-				st.Problems = append(st.Problems, fmt.Sprintf("flow %s is under pressure since %s: its new records go to DMF (sink %s); %d so far",
-					o.Flow, o.Since.UTC().Format("15:04:05Z"), o.Sink, o.Moved))
-			}
-		}
 	}
-	inDoubt, foProblems := a.inDoubt()
-	st.InDoubt = inDoubt
-	st.Problems = append(st.Problems, foProblems...)
-	if qs.Full {
-		st.Problems = append(st.Problems, "queue is full: sources are not acknowledging upstream")
-	}
-	for _, s := range qs.Streams {
-		if s.Dead > 0 {
-			noun := "dead letters"
-			if s.Dead == 1 {
-				noun = "dead letter"
-			}
-			st.Problems = append(st.Problems, fmt.Sprintf("stream %s has %d %s (plantgate queue dead --stream %s)", s.Stream, s.Dead, noun, s.Stream))
-		}
-	}
+	st.InDoubt, _ = a.inDoubt()
+	st.Environments = a.envViews()
+	st.FlowPaths = a.flowPaths(st)
 	return st
 }
 
 func (a *App) statusJSON(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, a.Status())
-}
-
-var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
-	"bytes": func(n int64) string {
-		const unit = 1024
-		if n < unit {
-			return strconv.FormatInt(n, 10) + " B"
-		}
-		div, exp := int64(unit), 0
-		for m := n / unit; m >= unit; m /= unit {
-			div *= unit
-			exp++
-		}
-		return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-	},
-	"age": func(d time.Duration) string {
-		if d <= 0 {
-			return "-"
-		}
-		return d.Round(time.Second).String()
-	},
-	"rate": rateWords,
-	"secs": func(s float64) string {
-		d := time.Duration(s * float64(time.Second))
-		if d >= time.Second {
-			return d.Round(time.Second).String()
-		}
-		return d.Round(time.Millisecond).String()
-	},
-	"ts": func(t time.Time) string {
-		if t.IsZero() {
-			return "-"
-		}
-		return t.Format("2006-01-02 15:04:05Z")
-	},
-}).Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>plantgate {{.Gateway}}</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2330;background:#f7f8fa}
-h1{font-size:1.4rem;margin:0 0 .2rem} h2{font-size:1.05rem;margin:1.4rem 0 .4rem}
-.sub{color:#5b6475;font-size:.9rem}
-table{border-collapse:collapse;background:#fff;min-width:60%;box-shadow:0 1px 2px #0001}
-th,td{padding:.35rem .7rem;border-bottom:1px solid #e4e7ec;text-align:left;font-size:.9rem}
-th{background:#eef1f5;font-weight:600} td.n{text-align:right;font-variant-numeric:tabular-nums}
-.ok{color:#127a3a;font-weight:600} .bad{color:#b42318;font-weight:600}
-.problems{background:#fef3f2;border:1px solid #fecdca;padding:.6rem 1rem;border-radius:6px;max-width:60rem}
-</style></head><body>
-<h1>plantgate · {{.Gateway}}</h1>
-<div class="sub">version {{.Version}} · up {{.Uptime}} · {{if .Ready}}<span class="ok">ready</span>{{else}}<span class="bad">not ready</span>{{end}}</div>
-{{if .Problems}}<h2>Needs attention</h2><div class="problems"><ul>{{range .Problems}}<li>{{.}}</li>{{end}}</ul></div>{{end}}
-<h2>Queue</h2>
-<div class="sub">{{.Queue.Records}} pending · {{bytes .Queue.Bytes}}{{if .Queue.MaxBytes}} of {{bytes .Queue.MaxBytes}}{{end}} · {{.Queue.Dead}} dead letters · file {{bytes .Queue.FileBytes}}{{if .Queue.Full}} · <span class="bad">FULL</span>{{end}}</div>
-<table><tr><th>stream</th><th>pending</th><th>bytes</th><th>in flight</th><th>oldest waiting</th><th>dead</th></tr>
-{{range .Queue.Streams}}<tr><td>{{.Stream}}</td><td class="n">{{.Records}}</td><td class="n">{{bytes .Bytes}}</td><td class="n">{{.Leased}}</td><td class="n">{{age .OldestAge}}</td><td class="n">{{if .Dead}}<span class="bad">{{.Dead}}</span>{{else}}0{{end}}</td></tr>{{end}}
-</table>
-<h2>Delivery</h2>
-<table><tr><th>stream</th><th>state</th><th>delivered</th><th>retries</th><th>dead-lettered</th><th>last success</th><th>last error</th></tr>
-{{range .Streams}}<tr><td>{{.Stream}}</td><td>{{.State}}</td><td class="n">{{.Delivered}}</td><td class="n">{{.Retries}}</td><td class="n">{{.DeadLetters}}</td><td>{{ts .LastOKAt}}</td><td>{{.LastError}}</td></tr>{{end}}
-</table>
-{{if .Flows}}<h2>Flows</h2>
-<table><tr><th>flow</th><th>pattern</th><th>declared</th><th>urgent</th><th>observed</th><th>drift</th></tr>
-{{range .Flows}}<tr><td>{{.Name}}</td><td>{{.Pattern}}</td><td class="n">{{if .Declared}}{{.Declared}}{{else}}-{{end}}</td><td>{{if .Urgent}}yes{{end}}</td><td class="n">{{rate .ObservedRate}}{{if .ObservedSeconds}} over {{secs .ObservedSeconds}}{{end}}</td><td>{{if .Drift}}<span class="bad">{{.Drift}}</span>{{end}}</td></tr>{{end}}
-</table>{{end}}
-{{if .Batches}}<h2>Batches</h2>
-<table><tr><th>sink</th><th>stream</th><th>batch</th><th>step</th><th>lines</th><th>closed by</th><th>age</th><th>execution</th><th>F&amp;O status</th><th>last error</th></tr>
-{{range .Batches}}<tr><td>{{.Sink}}</td><td>{{.Stream}}</td><td>{{.ID}}</td><td>{{.Step}}{{if .Stalled}} <span class="bad">stalled</span>{{end}}</td><td class="n">{{.Lines}}</td><td>{{.Reason}}</td><td class="n">{{.AgeSeconds}} s</td><td>{{.ExecutionID}}</td><td>{{.Status}}</td><td>{{.LastError}}</td></tr>{{end}}
-</table>{{end}}
-<h2>Sources</h2>
-<table><tr><th>name</th><th>type</th><th>state</th><th>since</th><th>last error</th></tr>
-{{range .Sources}}<tr><td>{{.Name}}</td><td>{{.Type}}</td><td>{{if .Up}}<span class="ok">up</span>{{else}}<span class="bad">down</span>{{end}}</td><td>{{ts .Since}}</td><td>{{.LastError}}</td></tr>{{end}}
-</table>
-<h2>Sinks</h2>
-<table><tr><th>name</th><th>type</th><th>state</th><th>since</th><th>last error</th></tr>
-{{range .Sinks}}<tr><td>{{.Name}}</td><td>{{.Type}}</td><td>{{if .Up}}<span class="ok">up</span>{{else}}<span class="bad">down</span>{{end}}</td><td>{{ts .Since}}</td><td>{{.LastError}}</td></tr>{{end}}
-</table>
-<p class="sub">JSON: <a href="/api/v1/status">/api/v1/status</a> · <a href="/metrics">/metrics</a> · <a href="/readyz">/readyz</a></p>
-</body></html>`))
-
-func (a *App) statusPage(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := statusTmpl.Execute(w, a.Status()); err != nil {
-		a.log.Warn().Err(err).Msg("render status page")
-	}
-}
-
-// admin guards a handler with the admin bearer token. Without a configured
-// token the admin API is off.
-func (a *App) admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		tok := a.cfg.HTTP.AdminToken.Reveal()
-		if tok == "" {
-			writeJSON(w, http.StatusForbidden, map[string]string{"error": "admin API disabled: set http.admin_token"})
-			return
-		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="plantgate admin"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong admin token"})
-			return
-		}
-		h(w, r)
-	}
-}
-
-func (a *App) adminDead(w http.ResponseWriter, r *http.Request) {
-	stream := r.URL.Query().Get("stream")
-	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
-	if limit <= 0 || limit > 1000 {
-		limit = 100
-	}
-	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
-	dead, err := a.store.ListDead(stream, after, limit)
-	if err != nil {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
-		return
-	}
-	views := make([]DeadLetterView, len(dead))
-	for i, d := range dead {
-		views[i] = ViewDeadLetter(stream, d)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"stream": stream, "dead_letters": views})
 }
 
 // DeadLetterView is a dead letter as the admin API and the CLI show it.
@@ -372,89 +264,4 @@ func ViewDeadLetter(stream string, d queue.DeadLetterRecord) DeadLetterView {
 		v.RawBase64 = d.Record.Raw
 	}
 	return v
-}
-
-type adminRequest struct {
-	Stream string   `json:"stream"`
-	Seqs   []uint64 `json:"seqs"`
-	// What, for purge: "dead" (default) or "items".
-	What string `json:"what"`
-}
-
-func decodeAdmin(w http.ResponseWriter, r *http.Request) (adminRequest, bool) {
-	var req adminRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || req.Stream == "" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "body must be JSON {\"stream\": ..., \"seqs\": [...]}"})
-		return req, false
-	}
-	return req, true
-}
-
-func (a *App) adminReplay(w http.ResponseWriter, r *http.Request) {
-	req, ok := decodeAdmin(w, r)
-	if !ok {
-		return
-	}
-	n, err := a.store.Replay(r.Context(), req.Stream, req.Seqs)
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-		return
-	}
-	a.log.Info().Str(logging.FieldStream, req.Stream).Int(logging.FieldCount, n).Msg("dead letters replayed by operator")
-	writeJSON(w, http.StatusOK, map[string]any{"replayed": n})
-}
-
-func (a *App) adminPurge(w http.ResponseWriter, r *http.Request) {
-	req, ok := decodeAdmin(w, r)
-	if !ok {
-		return
-	}
-	what := queue.PurgeDead
-	if req.What == "items" {
-		what = queue.PurgeItems
-	} else if req.What != "" && req.What != "dead" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "what must be dead or items"})
-		return
-	}
-	n, err := a.store.Purge(r.Context(), req.Stream, what, req.Seqs)
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-		return
-	}
-	a.log.Warn().Str(logging.FieldStream, req.Stream).Int(logging.FieldCount, n).Str("what", req.What).Msg("records purged by operator")
-	writeJSON(w, http.StatusOK, map[string]any{"purged": n})
-}
-
-// batchCloser is implemented by sinks that close batches (fo.dmf).
-type batchCloser interface{ CloseNow() }
-
-// adminCloseBatch closes the open batch of a batching sink now:
-// {"sink": "dmf-picking"}.
-func (a *App) adminCloseBatch(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Sink string `json:"sink"`
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || req.Sink == "" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "body must be JSON {\"sink\": \"<a fo.dmf sink>\"}"})
-		return
-	}
-	bc, ok := a.sinks[req.Sink].(batchCloser)
-	if !ok {
-		var names []string
-		for n, s := range a.sinks {
-			if _, ok := s.(batchCloser); ok {
-				names = append(names, n)
-			}
-		}
-		sort.Strings(names)
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("sink %q does not batch; batching sinks: %s", req.Sink, strings.Join(names, ", "))})
-		return
-	}
-	bc.CloseNow()
-	a.log.Info().Str(logging.FieldSink, req.Sink).Msg("batch closed by operator")
-	writeJSON(w, http.StatusAccepted, map[string]any{"closing": req.Sink})
 }

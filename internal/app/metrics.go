@@ -102,24 +102,39 @@ func fullReason(why string) string {
 	return "waiting"
 }
 
-// componentCollector exposes plantgate_component_up.
+// componentCollector exposes the health model (health.go):
+// plantgate_ready, plantgate_degraded and plantgate_component_up, read
+// from the same Health that /readyz and the status page show.
 type componentCollector struct {
-	a  *App
-	up *prometheus.Desc
+	a               *App
+	up, ready, degr *prometheus.Desc
 }
 
 func newComponentCollector(a *App) *componentCollector {
-	return &componentCollector{a: a, up: prometheus.NewDesc("plantgate_component_up", "1 while a source or sink is up.", []string{"component", "instance", "type"}, nil)}
+	return &componentCollector{a: a,
+		up:    prometheus.NewDesc("plantgate_component_up", "1 while a source, sink, F&O environment or the queue is up (health model; /readyz).", []string{"component", "instance", "type"}, nil),
+		ready: prometheus.NewDesc("plantgate_ready", "1 while the gateway is ready: every sink can deliver and every source is connected (as /readyz).", nil, nil),
+		degr:  prometheus.NewDesc("plantgate_degraded", "1 while the gateway is ready but has reasons to look at (throttling, records in doubt, dead letters, a refused reload).", nil, nil),
+	}
 }
 
-func (c *componentCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.up }
+func (c *componentCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.up
+	ch <- c.ready
+	ch <- c.degr
+}
 
 func (c *componentCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range c.a.componentList() {
-		v := 0.0
-		if s.Up {
-			v = 1
+	h := c.a.Health()
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
 		}
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, v, s.Kind, s.Name, s.Type)
+		return 0
+	}
+	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, b2f(h.Ready))
+	ch <- prometheus.MustNewConstMetric(c.degr, prometheus.GaugeValue, b2f(h.State == StateDegraded))
+	for _, s := range h.Components {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, b2f(s.Up), s.Kind, s.Name, s.Type)
 	}
 }

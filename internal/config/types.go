@@ -92,8 +92,24 @@ type Log struct {
 type HTTP struct {
 	// Listen is host:port; empty disables the HTTP server.
 	Listen string `yaml:"listen" default:"127.0.0.1:9464"`
-	// AdminToken guards /api/v1/admin/*. Without it the admin API is off.
+	// AdminToken guards /api/v1/admin/* and the page's actions. Without it
+	// the admin API is off.
 	AdminToken logging.Secret `yaml:"admin_token"`
+	// ReadToken, when set, guards the status page, /api/v1/status and
+	// /metrics (the admin token is accepted there too); /healthz and
+	// /readyz stay open for probes.
+	ReadToken logging.Secret `yaml:"read_token"`
+	// TLS, when set, serves HTTPS with this certificate and key.
+	TLS *HTTPTLS `yaml:"tls"`
+	// AuditLog is the file operator actions are appended to (default
+	// <data_dir>/audit.log).
+	AuditLog string `yaml:"audit_log" file:"write"`
+}
+
+// HTTPTLS is the certificate of the HTTP listener.
+type HTTPTLS struct {
+	CertFile string `yaml:"cert_file" required:"true" file:"cert"`
+	KeyFile  string `yaml:"key_file" required:"true" file:"key"`
 }
 
 // FOEnv is one Dynamics 365 F&O environment and the app registration used

@@ -52,6 +52,70 @@ type Runner struct {
 	// throttleQuiet without a 429.
 	throttledSince, lastThrottle time.Time
 	st                           RunnerStatus
+	// paused is set by Pause and cleared by Resume: while set the runner leases
+	// nothing new; resume wakes it.
+	paused   bool
+	resumeCh chan struct{}
+	// parked is set while the loop waits on resumeCh.
+	parked bool
+}
+
+// Pause stops the runner from leasing records; what is in flight
+// finishes. Records keep queueing.
+func (r *Runner) Pause() {
+	r.mu.Lock()
+	if !r.paused {
+		r.paused, r.resumeCh = true, make(chan struct{})
+		r.st.State = "paused"
+	}
+	r.mu.Unlock()
+}
+
+// Resume undoes Pause.
+func (r *Runner) Resume() {
+	r.mu.Lock()
+	if r.paused {
+		r.paused = false
+		close(r.resumeCh)
+		r.st.State = "idle"
+	}
+	r.mu.Unlock()
+}
+
+// Quiesce pauses the runner and waits until it holds no lease, so the
+// stream's records can be changed underneath it (an operator's release
+// of records in doubt). The returned resume undoes the pause unless the
+// runner was already paused. On ctx's end it resumes and fails.
+func (r *Runner) Quiesce(ctx context.Context) (resume func(), err error) {
+	was := r.Paused()
+	r.Pause()
+	resume = func() {
+		if !was {
+			r.Resume()
+		}
+	}
+	for {
+		r.mu.Lock()
+		idle := r.parked && len(r.outstanding) == 0 || r.st.State == "stopped"
+		n := len(r.outstanding)
+		r.mu.Unlock()
+		if idle {
+			return resume, nil
+		}
+		select {
+		case <-ctx.Done():
+			resume()
+			return nil, fmt.Errorf("stream %s still has %d records in delivery: %w", r.cfg.Stream, n, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Paused reports whether the runner is paused.
+func (r *Runner) Paused() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.paused
 }
 
 // RunnerStatus is a runner's state for status output.
@@ -97,6 +161,9 @@ func (r *Runner) Status() RunnerStatus {
 
 func (r *Runner) setState(s string) {
 	r.mu.Lock()
+	if r.paused && s == "idle" {
+		s = "paused"
+	}
 	r.st.State = s
 	r.mu.Unlock()
 }
@@ -132,7 +199,21 @@ func (r *Runner) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		r.mu.Lock()
 		room := window - len(r.outstanding)
+		paused, resume := r.paused, r.resumeCh
 		r.mu.Unlock()
+		if paused {
+			r.mu.Lock()
+			r.parked = true
+			r.mu.Unlock()
+			select {
+			case <-resume:
+			case <-ctx.Done():
+			}
+			r.mu.Lock()
+			r.parked = false
+			r.mu.Unlock()
+			continue
+		}
 		wake := r.q.Wait(r.cfg.Stream)
 		if room <= 0 {
 			// Wait for lanes to finish something.

@@ -336,6 +336,12 @@ type StreamSink interface {
 	RunStream(ctx context.Context, stream string, q StreamQueue) error
 }
 
+// StreamPauser is implemented by StreamSinks an operator can pause: while
+// a stream is paused the sink starts no new delivery of it.
+type StreamPauser interface {
+	PauseStream(stream string, paused bool)
+}
+
 // StreamQueue is a stream of the queue as a StreamSink sees it.
 type StreamQueue interface {
 	// List returns up to limit records with a sequence above after, in

@@ -160,6 +160,10 @@ type streamState struct {
 	// splitRest is set when a batch was split for size: the rest of it
 	// closes at once, whatever the limits.
 	splitRest bool
+	// paused: an operator paused the stream; no batch closes (one in
+	// flight finishes). resume is closed by Resume.
+	paused bool
+	resume chan struct{}
 }
 
 // New builds the sink. It resolves the environment and checks the
@@ -250,6 +254,21 @@ func (s *Sink) CloseNow() {
 		case st.closeNow <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// PauseStream implements pipeline.StreamPauser: while paused no batch of
+// stream closes; a batch already closed goes on to its import.
+func (s *Sink) PauseStream(stream string, paused bool) {
+	st := s.stream(stream)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case paused && !st.paused:
+		st.paused, st.resume = true, make(chan struct{})
+	case !paused && st.paused:
+		st.paused = false
+		close(st.resume)
 	}
 }
 
@@ -418,6 +437,19 @@ func (s *Sink) waitAndClose(ctx context.Context, stream string, st *streamState,
 			reason = "max_age"
 		case scheduled:
 			reason = "schedule"
+		}
+		s.mu.Lock()
+		paused, resume := st.paused, st.resume
+		s.mu.Unlock()
+		if paused {
+			s.setWaiting(st, "paused by an operator")
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-resume:
+			}
+			s.setWaiting(st, "")
+			continue
 		}
 		if reason != "" {
 			// Only while F&O is reachable: a batch closed while it is not
@@ -844,3 +876,8 @@ func (m *sinkMetrics) initSink(sink string) {
 
 // lookup returns the sink's registered factory.
 func lookup() (pipeline.SinkFactory, bool) { return outputs.Lookup(Type) }
+
+
+// FOEnv returns the F&O environment the sink delivers to; the gateway's
+// health model marks the sink down while that environment is.
+func (s *Sink) FOEnv() *d365.Env { return s.env }

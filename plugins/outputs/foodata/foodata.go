@@ -471,3 +471,8 @@ var (
 	_ pipeline.Prober         = (*Sink)(nil)
 	_ pipeline.StatusReporter = (*Sink)(nil)
 )
+
+
+// FOEnv returns the F&O environment the sink delivers to; the gateway's
+// health model marks the sink down while that environment is.
+func (s *Sink) FOEnv() *d365.Env { return s.env }
