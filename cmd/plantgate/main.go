@@ -3,7 +3,8 @@
 // Dynamics 365 F&O.
 //
 //	plantgate run -c /etc/plantgate/plantgate.yaml
-//	plantgate check-config -c FILE [--print]
+//	plantgate check-config -c FILE [--print] [--online] [--skip-files]
+//	plantgate flow test -c FILE --flow NAME (--payload FILE | --message JSON) [--topic T] [--json]
 //	plantgate version
 //	plantgate queue stats|list|dead|replay|purge|check|compact -c FILE [flags]
 //	plantgate queue in-doubt|release|drop -c FILE [--stream S (--seq N,... | --all) [--yes]]
@@ -17,7 +18,11 @@
 // fo.dmf sink's settings without its secrets, and never call F&O.
 //
 // Exit codes: 0 success, 1 failure, 2 usage, 75 queue locked by a running
-// gateway, 78 configuration error (systemd's RestartPreventExitStatus).
+// gateway, 78 configuration error (systemd's RestartPreventExitStatus):
+// run exits 78 for everything it refuses at start because of the config
+// (see internal/app's check.go), check-config for every problem it finds.
+// check-config --online exits 1 when a peer check fails; flow test exits 1
+// when the message would not be delivered.
 package main
 
 import (
@@ -52,11 +57,15 @@ const usage = `plantgate: the plant-floor gateway to Dynamics 365 F&O
 
 Usage:
   plantgate run -c FILE              run the gateway
-  plantgate check-config -c FILE     check a config file; --print shows the effective config
+  plantgate check-config -c FILE     check a config file; --print shows the effective config,
+                                     --online also asks F&O for a token and connects to each broker
+  plantgate flow test -c FILE --flow NAME (--payload FILE | --message JSON) [--topic T] [--json]
+                                     what a flow makes of one message and what it would send; sends nothing
   plantgate version                  print the version
 ` + queueUsage + dmfUsage + `  plantgate COMMAND --help           help on a command; needs no config
 
-Exit codes: 0 ok, 1 failure, 2 usage, 75 queue locked by a running gateway, 78 config error.
+Exit codes: 0 ok, 1 failure (a peer check failed, a message that would not be
+delivered), 2 usage, 75 queue locked by a running gateway, 78 config error.
 `
 
 // queueUsage is the queue part of usage; plantgate queue --help prints it.
@@ -101,6 +110,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdQueue(args[1:], stdout, stderr)
 	case "dmf":
 		return cmdDMF(args[1:], stdout, stderr)
+	case "flow":
+		return cmdFlow(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -157,15 +168,11 @@ const runHelp = `Usage:
   plantgate run -c FILE [--log-level LEVEL] [--log-format FORMAT]
 
 Runs the gateway until SIGTERM; SIGHUP reloads the config when it changed
-and is valid. Exit 75 when another gateway holds the queue, 78 on a config
-error.
-`
-
-const checkHelp = `Usage:
-  plantgate check-config -c FILE [--print]
-
-Checks the config file, its secrets (${env:..}, ${file:..}) and every flow
-expression, and prints every problem with its line; exit 78 if any.
+and is valid. Exit 75 when another gateway holds the queue; 78 when the
+config is refused, at load or by what the gateway builds at start (data
+dir, queue file, a plugin that cannot start, an HTTP address that cannot be
+listened on, also one in use: restarting does not free it); 1 for other
+failures (a startup: error probe that fails), which systemd retries.
 `
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
@@ -243,37 +250,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			if errors.Is(err, queue.ErrLocked) {
 				return exitTempFail
 			}
+			if config.IsConfigError(err) {
+				return reportConfigError(err, stderr)
+			}
 			return exitFailure
 		}
 		return exitOK
 	}
-}
-
-func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	fs, cfgPath := newFlags("check-config", stderr)
-	print := fs.Bool("print", false, "print the effective config (defaults filled in, secrets redacted)")
-	if code, ok := parseFlags(fs, args, checkHelp, stdout, stderr); !ok {
-		return code
-	}
-	cfg, flows, err := app.LoadConfig(*cfgPath)
-	if err != nil {
-		return reportConfigError(err, stderr)
-	}
-	for _, w := range cfg.Warnings {
-		fmt.Fprintf(stderr, "warning: %s\n", w.String())
-	}
-	if *print {
-		b, err := cfg.Redacted()
-		if err != nil {
-			fmt.Fprintln(stderr, "plantgate:", err)
-			return exitFailure
-		}
-		_, _ = stdout.Write(b)
-	}
-	streams := 0
-	for _, f := range flows {
-		streams += len(f.Sinks)
-	}
-	fmt.Fprintf(stdout, "%s: ok (%d sources, %d sinks, %d flows, %d streams)\n", *cfgPath, len(cfg.Sources), len(cfg.Sinks), len(flows), streams)
-	return exitOK
 }

@@ -43,35 +43,10 @@ func ConfigOptions() config.Options {
 	}
 }
 
-// LoadConfig loads and fully checks a config file: the strict decode, the
-// compilation of every flow expression, then the cross checks that need
-// the plugins' capabilities (DuplicateCheck). Every problem is returned as
-// config.Errors.
+// LoadConfig loads and fully checks a config file for the gateway (see
+// LoadConfigOptions); every problem is returned as config.Errors.
 func LoadConfig(path string) (*config.Config, []*flow.Flow, error) {
-	cfg, err := config.Load(path, ConfigOptions())
-	if err != nil {
-		return nil, nil, err
-	}
-	flows, err := flow.Compile(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	flow.AssignStreams(flows, func(sink string) bool {
-		pc := cfg.Sinks[sink]
-		if pc == nil {
-			return false
-		}
-		f, ok := outputs.Lookup(pc.Type)
-		return ok && f.SharedStream
-	})
-	if probs := DuplicateCheck(cfg); len(probs) > 0 {
-		return nil, nil, config.Errors(probs)
-	}
-	if probs := append(SinkFlowCheck(cfg), OverflowCheck(cfg)...); len(probs) > 0 {
-		return nil, nil, config.Errors(probs)
-	}
-	cfg.Warnings = append(cfg.Warnings, PatternAdvice(cfg)...)
-	return cfg, flows, nil
+	return LoadConfigOptions(path, ConfigOptions())
 }
 
 // QueuePath is where the queue file of cfg lives.
@@ -190,12 +165,12 @@ func (a *App) setComponent(kind, name, typ string, up bool, err error, plugin an
 func (a *App) Run(ctx context.Context) error {
 	a.started = time.Now()
 	if err := os.MkdirAll(a.cfg.Gateway.DataDir, 0o750); err != nil {
-		return fmt.Errorf("create data dir: %w", err)
+		return configError(a.cfg, "gateway.data_dir", fmt.Errorf("create data dir: %w", err))
 	}
 	qlog := logging.Component(a.log, "queue", "", "")
 	store, err := queue.Open(QueuePath(a.cfg), QueueOptions(a.cfg, qlog))
 	if err != nil {
-		return err
+		return queueOpenError(a.cfg, err)
 	}
 	a.store = store
 	auditPath := a.cfg.HTTP.AuditLog
@@ -229,7 +204,7 @@ func (a *App) Run(ctx context.Context) error {
 		f, _ := outputs.Lookup(pc.Type)
 		s, err := f.New(pc.Settings, a.env("sink", name, pc.Type, flow.SinkStateScope(name)))
 		if err != nil {
-			return fmt.Errorf("sink %s: %w", name, err)
+			return pluginError(pc, "sink", name, err)
 		}
 		a.sinks[name] = s
 		a.setComponent("sink", name, pc.Type, true, nil, s)
@@ -324,7 +299,7 @@ func (a *App) Run(ctx context.Context) error {
 		src, err := f.New(pc.Settings, a.env("source", name, pc.Type, flow.SourceStateScope(name)))
 		if err != nil {
 			stopSources()
-			return fmt.Errorf("source %s: %w", name, err)
+			return pluginError(pc, "source", name, err)
 		}
 		a.sources[name] = src
 		a.setComponent("source", name, pc.Type, true, nil, src)
@@ -364,7 +339,7 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		stopSources()
 		sourcesWG.Wait()
-		return err
+		return httpStartError(a.cfg, err)
 	}
 	a.setPhase(phaseRunning)
 	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {

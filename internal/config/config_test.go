@@ -81,6 +81,8 @@ func testOptions() config.Options {
 			}
 			return nil, false
 		},
+		// The files the configs name are checked in files_test.go.
+		SkipFiles:   true,
 		SourceTypes: func() []string { return []string{"file", "opcua"} },
 		SinkTypes:   func() []string { return []string{"recorder", "fo.odata"} },
 		Env: func(name string) (string, bool) {
@@ -525,7 +527,8 @@ func TestEnvInStrings(t *testing.T) {
 	}{
 		{"expanded", "${env:DATA_DIR}/x", "/srv/plantgate/x", ""},
 		{"escaped", "$${env:DATA_DIR}", "${env:DATA_DIR}", ""},
-		{"other dollar text kept", "a${b}c$", "a${b}c$", ""},
+		{"other dollar text kept", "a$${b}c$ ${1x} $x", "a${b}c$ ${1x} $x", ""},
+		{"shell-style variable", "a${b}c", "", `x.yaml:2:33: sources.s.path: ${b} is not expanded: write ${env:b} for the environment variable (or $${b} for the text itself)`},
 		{"missing", "${env:NOPE}/x", "", `x.yaml:2:33: sources.s.path: environment variable NOPE is not set`},
 		{"unterminated", "${env:DATA_DIR", "", `x.yaml:2:33: sources.s.path: unterminated ${env:...} reference`},
 		{"file ref", "${file:/etc/x}", "", `x.yaml:2:33: sources.s.path: a ${file:PATH} reference is only accepted as the whole value of a secret`},

@@ -72,6 +72,10 @@ type field struct {
 	enum     []string
 	ref      string
 	min      string
+	// file is the file tag: what the named file must be (files.go).
+	file string
+	// listen is set by listen:"true": the value is a host:port to listen on.
+	listen bool
 }
 
 // reference is a value of a field tagged ref:"kind", checked once the
@@ -102,6 +106,7 @@ type decoder struct {
 	defaults  map[string]*yaml.Node
 	pos       map[string]Pos
 	refs      []reference
+	files     []fileRef
 	inDefault bool
 }
 
@@ -269,6 +274,8 @@ func structFields(t reflect.Type) []field {
 			required: sf.Tag.Get("required") == "true",
 			ref:      sf.Tag.Get("ref"),
 			min:      sf.Tag.Get("min"),
+			file:     sf.Tag.Get("file"),
+			listen:   sf.Tag.Get("listen") == "true",
 		}
 		f.def, f.hasDef = sf.Tag.Lookup("default")
 		if e := sf.Tag.Get("enum"); e != "" {
@@ -482,7 +489,7 @@ func (d *decoder) expand(n *yaml.Node, path string) string {
 	if d.inDefault {
 		return n.Value
 	}
-	out, _, missing, bad := expandEnv(n.Value, d.opts.Env)
+	out, _, missing, bad := expandEnv(n.Value, d.opts.Env, true)
 	if bad != "" {
 		d.errorf(n, path, "%s", bad)
 	}
@@ -717,6 +724,14 @@ func (d *decoder) check(f field, v reflect.Value, path string) {
 	}
 	if f.min != "" {
 		d.checkMin(f.min, v, p)
+	}
+	if f.listen && v.Kind() == reflect.String && v.String() != "" {
+		if msg := checkListen(v.String()); msg != "" {
+			d.problem(p, msg)
+		}
+	}
+	if f.file != "" && v.Kind() == reflect.String && v.String() != "" {
+		d.files = append(d.files, fileRef{tag: f.file, path: v.String(), pos: p})
 	}
 	if f.ref != "" {
 		switch {

@@ -49,8 +49,15 @@ type Options struct {
 	// other check still runs. It is for commands that need only part of the
 	// config, such as the queue's location, and may run where the secrets
 	// cannot be read (systemd credentials exist only for the service). Never
-	// run a gateway with such a config.
+	// run a gateway with such a config. Files are not checked either (see
+	// SkipFiles): a certificate may be readable by the service user only.
 	SkipSecrets bool
+	// SkipFiles leaves out the checks of the files a config names
+	// (certificates, keys, CA files, the data directory, plugin paths):
+	// for checking a config meant for another machine. Without it each
+	// must be what the gateway will need when it starts, for the user
+	// that loads the config (see the file tag in the package doc).
+	SkipFiles bool
 }
 
 func (o Options) withDefaults() Options {
@@ -257,6 +264,14 @@ func (d *decoder) config(c *Config, root *yaml.Node) {
 	}
 	d.checkGateway(c)
 	d.crossCheck(c, seen)
+	if _, written := d.pos["gateway.data_dir"]; !written && c.Gateway.DataDir != "" {
+		// The default is checked as if written: the gateway creates it.
+		p := d.posOr("gateway", Pos{File: d.file, Line: 1, Column: 1})
+		p.Path = "gateway.data_dir"
+		d.files = append(d.files, fileRef{tag: fileDir, path: c.Gateway.DataDir, pos: p})
+	}
+	d.checkFiles()
+	c.positions = d.pos
 	if len(d.problems) == 0 {
 		d.validateConfig(c)
 	}

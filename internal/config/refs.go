@@ -38,7 +38,7 @@ var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // description of the first malformed reference. Other "${...}" text is
 // kept as written, except ${file:...} and ${cred:...}, which only a
 // secret accepts as its whole value. The result is never put into a message.
-func expandEnv(s string, lookup func(string) (string, bool)) (out string, refs int, missing []string, bad string) {
+func expandEnv(s string, lookup func(string) (string, bool), bare bool) (out string, refs int, missing []string, bad string) {
 	if !strings.Contains(s, "${") {
 		return s, 0, nil, ""
 	}
@@ -79,12 +79,23 @@ func expandEnv(s string, lookup func(string) (string, bool)) (out string, refs i
 			return "", refs, missing, "a ${file:PATH} reference is only accepted as the whole value of a secret"
 		case strings.HasPrefix(s, "${cred:"):
 			return "", refs, missing, "a ${cred:NAME} reference is only accepted as the whole value of a secret"
+		case bare && bareRefRe.MatchString(s):
+			return "", refs, missing, bareRefFix(bareRefRe.FindStringSubmatch(s)[1])
 		default:
 			b.WriteString("${")
 			s = s[2:]
 		}
 	}
 	return b.String(), refs, missing, ""
+}
+
+// bareRefRe matches a ${NAME} at the start of the text: a shell-style
+// variable, which plantgate does not expand.
+var bareRefRe = regexp.MustCompile(`^\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// bareRefFix says how to write what ${name} meant.
+func bareRefFix(name string) string {
+	return fmt.Sprintf("${%s} is not expanded: write ${env:%s} for the environment variable (or $${%s} for the text itself)", name, name, name)
 }
 
 // fileRefRe matches a whole-value ${file:PATH} reference.
@@ -111,7 +122,13 @@ func resolveSecret(raw string, opts *Options) (val string, literal bool, msgs []
 		}
 		return v, false, nil
 	}
-	v, refs, missing, bad := expandEnv(raw, opts.Env)
+	// A secret that is a whole ${NAME} was meant as a reference; inside a
+	// longer literal, ${...} may be part of the secret, whose text must
+	// not reach a message.
+	if m := bareRefRe.FindStringSubmatch(s); m != nil && len(m[0]) == len(s) {
+		return "", false, []string{bareRefFix(m[1])}
+	}
+	v, refs, missing, bad := expandEnv(raw, opts.Env, false)
 	if bad != "" {
 		return "", false, []string{bad}
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"time"
 
 	"github.com/plantgate/plantgate/internal/logging"
@@ -32,6 +33,28 @@ type Config struct {
 	// Warnings are problems that do not stop the gateway (for example a
 	// literal secret in the file); check-config prints them.
 	Warnings []Problem `yaml:"-"`
+
+	// positions maps field paths to where they are written.
+	positions map[string]Pos
+}
+
+// FieldPos returns where the field at path (such as "http.listen" or
+// "sinks.mes.env") is written; for a field left at its default, where its
+// nearest parent is written (or the file's first line). The gateway names
+// it when it refuses a value at start.
+func (c *Config) FieldPos(path string) Pos {
+	for p := path; p != ""; {
+		if pos, ok := c.positions[p]; ok {
+			pos.Path = path
+			return pos
+		}
+		i := strings.LastIndexByte(p, '.')
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return Pos{File: c.File, Line: 1, Column: 1, Path: path}
 }
 
 // Gateway holds gateway-wide settings.
@@ -39,7 +62,7 @@ type Gateway struct {
 	// ID names this gateway in status output and metrics. Required.
 	ID string `yaml:"id" required:"true"`
 	// DataDir holds the queue file (queue.db). Default /var/lib/plantgate.
-	DataDir string `yaml:"data_dir" default:"/var/lib/plantgate"`
+	DataDir string `yaml:"data_dir" default:"/var/lib/plantgate" file:"dir"`
 	// DrainTimeout bounds how long a stopping sink may finish its batch.
 	DrainTimeout Duration `yaml:"drain_timeout" default:"10s"`
 	// Queue configures the durable queue.
@@ -91,7 +114,7 @@ type Log struct {
 // HTTP configures the health, metrics, status and admin endpoints.
 type HTTP struct {
 	// Listen is host:port; empty disables the HTTP server.
-	Listen string `yaml:"listen" default:"127.0.0.1:9464"`
+	Listen string `yaml:"listen" default:"127.0.0.1:9464" listen:"true"`
 	// AdminToken guards /api/v1/admin/* and the page's actions. Without it
 	// the admin API is off.
 	AdminToken logging.Secret `yaml:"admin_token"`
@@ -121,14 +144,14 @@ type FOEnv struct {
 	ClientID string `yaml:"client_id" required:"true"`
 	// ClientSecret, or CertificateFile plus PrivateKeyFile.
 	ClientSecret    logging.Secret `yaml:"client_secret"`
-	CertificateFile string         `yaml:"certificate_file"`
-	PrivateKeyFile  string         `yaml:"private_key_file"`
+	CertificateFile string         `yaml:"certificate_file" file:"cert"`
+	PrivateKeyFile  string         `yaml:"private_key_file" file:"key"`
 	// AuthorityURL is the identity platform; the emulator's URL in tests.
 	AuthorityURL string `yaml:"authority_url" default:"https://login.microsoftonline.com"`
 	// Company is the default dataAreaId.
 	Company string `yaml:"company"`
 	// CAFile adds a CA to trust (an emulator or a TLS-inspecting proxy).
-	CAFile string `yaml:"ca_file"`
+	CAFile string `yaml:"ca_file" file:"ca"`
 	// Timeout bounds one HTTP request.
 	Timeout Duration `yaml:"timeout" default:"30s"`
 	// MaxRequestsPerSecond is the ceiling of the adaptive limiter.

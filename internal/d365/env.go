@@ -431,22 +431,7 @@ func (e *Env) sendOnce(ctx context.Context, r *Request, tok string) (resp *Respo
 	if err != nil {
 		return nil, false, false, fmt.Errorf("build request: %w", err)
 	}
-	for k, v := range r.Header {
-		req.Header[k] = v
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	if req.Header.Get("Accept") == "" {
-		req.Header.Set("Accept", "application/json")
-	}
-	req.Header.Set("OData-Version", "4.0")
-	req.Header.Set("OData-MaxVersion", "4.0")
-	if r.Body != nil {
-		ct := r.ContentType
-		if ct == "" {
-			ct = "application/json; charset=utf-8"
-		}
-		req.Header.Set("Content-Type", ct)
-	}
+	req.Header = requestHeader(r, tok)
 	hr, err := e.hc.Do(req)
 	if err != nil {
 		// The server closed the kept-alive connection before the request

@@ -160,7 +160,13 @@ func Compile(cfg *config.Config) ([]*Flow, error) {
 		var err error
 		if fc.When.Src != "" {
 			if f.when, err = compileExpr(fc.When, expr.AsBool()); err != nil {
-				probs = append(probs, problem(fc.When, "when", err))
+				p := problem(fc.When, "when", err)
+				if _, got, ok := strings.Cut(err.Error(), "expected bool, but got "); ok {
+					// when selects messages: it must give true or false.
+					p.Msg = fmt.Sprintf("expression %q gives %s, not true or false: when must be a condition, such as payload.good > 0 or topic == \"mes/line3/finished\"",
+						fc.When.Src, firstLine(got))
+				}
+				probs = append(probs, p)
 			}
 		}
 		if fc.Key.Src != "" {

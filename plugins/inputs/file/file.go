@@ -36,7 +36,7 @@ var SampleConfig string
 // Config is the file source's settings.
 type Config struct {
 	// Path is the file to read; "-" reads standard input.
-	Path string `yaml:"path" required:"true"`
+	Path string `yaml:"path" required:"true" file:"read,stdin,later"`
 	// Format of each line: json, csv or raw.
 	Format string `yaml:"format" default:"json" enum:"json,csv,raw"`
 	// CSV column names, for format csv.

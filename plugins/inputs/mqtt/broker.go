@@ -222,15 +222,8 @@ func (h *ingestHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool
 
 // ingests reports whether topic is one of the source's topics.
 func (h *ingestHook) ingests(topic string) bool {
-	if len(h.s.cfg.Topics) == 0 {
-		return !strings.HasPrefix(topic, "$")
-	}
-	for _, t := range h.s.cfg.Topics {
-		if match(t.Filter, topic) {
-			return true
-		}
-	}
-	return false
+	_, ok := h.s.cfg.receives(topic)
+	return ok
 }
 
 // OnPublish emits a PUBLISH on an ingested topic and returns only after

@@ -70,12 +70,12 @@ type Config struct {
 type ClientTLS struct {
 	// CAFile holds the PEM certificates that sign the broker's certificate;
 	// empty uses the system roots.
-	CAFile string `yaml:"ca_file"`
+	CAFile string `yaml:"ca_file" file:"ca"`
 	// CertFile is the PEM client certificate, for brokers that require
 	// client certificates.
-	CertFile string `yaml:"cert_file"`
+	CertFile string `yaml:"cert_file" file:"cert"`
 	// KeyFile is the PEM key of CertFile.
-	KeyFile string `yaml:"key_file"`
+	KeyFile string `yaml:"key_file" file:"key"`
 	// ServerName overrides the name checked in the broker's certificate.
 	ServerName string `yaml:"server_name"`
 	// InsecureSkipVerify accepts any broker certificate. Tests only: it
@@ -90,7 +90,7 @@ func (t ClientTLS) set() bool {
 // Embedded is the embedded broker's setup.
 type Embedded struct {
 	// Listen is the TCP address to listen on.
-	Listen string `yaml:"listen" default:"127.0.0.1:1883"`
+	Listen string `yaml:"listen" default:"127.0.0.1:1883" listen:"true"`
 	// TLS makes the listener speak TLS.
 	TLS *ServerTLS `yaml:"tls"`
 	// Users may connect with their password and use the topics they are
@@ -104,12 +104,12 @@ type Embedded struct {
 // ServerTLS is the embedded broker's TLS setup.
 type ServerTLS struct {
 	// CertFile is the broker's PEM certificate (chain).
-	CertFile string `yaml:"cert_file" required:"true"`
+	CertFile string `yaml:"cert_file" required:"true" file:"cert"`
 	// KeyFile is the PEM key of CertFile.
-	KeyFile string `yaml:"key_file" required:"true"`
+	KeyFile string `yaml:"key_file" required:"true" file:"key"`
 	// ClientCAFile, when set, requires every client to present a
 	// certificate signed by one of its PEM certificates.
-	ClientCAFile string `yaml:"client_ca_file"`
+	ClientCAFile string `yaml:"client_ca_file" file:"ca"`
 }
 
 // User is one account of the embedded broker.

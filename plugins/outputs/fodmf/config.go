@@ -43,7 +43,7 @@ type Config struct {
 	// ManifestTemplate is a Manifest.xml exported from the customer's own
 	// data project, used instead of the generated one (entity labels differ
 	// per environment and language).
-	ManifestTemplate string `yaml:"manifest_template"`
+	ManifestTemplate string `yaml:"manifest_template" file:"read"`
 	// Batch says when a batch of records closes into a package.
 	Batch Batch `yaml:"batch"`
 	// MaxPackageBytes splits a batch whose package would be larger.

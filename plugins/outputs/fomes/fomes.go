@@ -253,16 +253,15 @@ func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
 		return pipeline.Permanent(err)
 	}
 	marked := false
-	_, err = s.env.Do(ctx, &d365.Request{
-		Method: "POST", Path: SendMessagePath, Body: body, Op: "mes", Priority: s.priority(r),
-		BeforeSend: func() error {
-			if err := s.tracker.Sending(ctx, r); err != nil {
-				return err
-			}
-			marked = true
-			return nil
-		},
-	})
+	req := s.request(r, body)
+	req.BeforeSend = func() error {
+		if err := s.tracker.Sending(ctx, r); err != nil {
+			return err
+		}
+		marked = true
+		return nil
+	}
+	_, err = s.env.Do(ctx, req)
 	if err == nil {
 		s.sent.Add(1)
 		s.health.Succeeded()
@@ -295,6 +294,11 @@ func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
 		}
 	}
 	return err
+}
+
+// request is the SendMessage call that carries body, the envelope of r.
+func (s *Sink) request(r pipeline.Record, body []byte) *d365.Request {
+	return &d365.Request{Method: "POST", Path: SendMessagePath, Body: body, Op: "mes", Priority: s.priority(r)}
 }
 
 func (s *Sink) hold(ctx context.Context, r pipeline.Record, cause string) error {
@@ -356,7 +360,6 @@ var (
 	_ pipeline.Prober         = (*Sink)(nil)
 	_ pipeline.StatusReporter = (*Sink)(nil)
 )
-
 
 // FOEnv returns the F&O environment the sink delivers to; the gateway's
 // health model marks the sink down while that environment is.

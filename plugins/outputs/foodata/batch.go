@@ -427,16 +427,31 @@ func (s *Sink) sendOne(ctx context.Context, r pipeline.Record, e *entity, method
 		marked = true
 		return nil
 	}
-	var err error
-	if method == http.MethodPatch {
-		_, err = s.env.Do(ctx, &d365.Request{Method: http.MethodPatch, Path: s.patchPath(e), Body: s.patchBody(e), Op: "odata", Priority: s.priority(r), BeforeSend: mark})
-	} else {
-		_, err = s.env.Do(ctx, &d365.Request{Method: http.MethodPost, Path: "/data/" + url.PathEscape(s.cfg.Entity), Body: e.body, Op: "odata", Priority: s.priority(r), BeforeSend: mark})
-		if err != nil && s.cfg.Mode == ModeUpsert && d365.IsDuplicate(err) {
-			_, err = s.env.Do(ctx, &d365.Request{Method: http.MethodPatch, Path: s.patchPath(e), Body: s.patchBody(e), Op: "odata", Priority: s.priority(r), BeforeSend: mark})
-		}
+	first, then := s.requests(r, e, method)
+	first.BeforeSend = mark
+	_, err := s.env.Do(ctx, first)
+	if err != nil && then != nil && d365.IsDuplicate(err) {
+		then.BeforeSend = mark
+		_, err = s.env.Do(ctx, then)
 	}
 	return s.settle(ctx, r, e, marked, err)
+}
+
+// requests returns the request that writes e with method, and for an
+// upsert the PATCH sent when F&O answers that the entity exists (nil
+// otherwise). sendOne sends them; PreviewRequest shows them.
+func (s *Sink) requests(r pipeline.Record, e *entity, method string) (first, then *d365.Request) {
+	patch := func() *d365.Request {
+		return &d365.Request{Method: http.MethodPatch, Path: s.patchPath(e), Body: s.patchBody(e), Op: "odata", Priority: s.priority(r)}
+	}
+	if method == http.MethodPatch {
+		return patch(), nil
+	}
+	first = &d365.Request{Method: http.MethodPost, Path: "/data/" + url.PathEscape(s.cfg.Entity), Body: e.body, Op: "odata", Priority: s.priority(r)}
+	if s.cfg.Mode == ModeUpsert {
+		then = patch()
+	}
+	return first, then
 }
 
 // settleAll books delivered items; concurrent state writes share the

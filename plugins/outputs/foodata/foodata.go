@@ -380,11 +380,16 @@ func (s *Sink) writeOne(ctx context.Context, r pipeline.Record) error {
 		s.rejected.Add(1)
 		return pipeline.Permanent(fmt.Errorf("map record to %s: %w", s.cfg.Entity, merr))
 	}
-	method := http.MethodPost
+	return s.sendOne(ctx, r, e, s.method())
+}
+
+// method is the HTTP method that writes a record: PATCH for update, else
+// POST.
+func (s *Sink) method() string {
 	if s.cfg.Mode == ModeUpdate {
-		method = http.MethodPatch
+		return http.MethodPatch
 	}
-	return s.sendOne(ctx, r, e, method)
+	return http.MethodPost
 }
 
 // settle books the outcome of a record's write and returns Write's result
@@ -471,7 +476,6 @@ var (
 	_ pipeline.Prober         = (*Sink)(nil)
 	_ pipeline.StatusReporter = (*Sink)(nil)
 )
-
 
 // FOEnv returns the F&O environment the sink delivers to; the gateway's
 // health model marks the sink down while that environment is.

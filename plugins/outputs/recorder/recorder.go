@@ -26,7 +26,7 @@ var SampleConfig string
 // Config is the recorder's settings.
 type Config struct {
 	// Path of the JSON-lines file; empty keeps records in memory only.
-	Path string `yaml:"path"`
+	Path string `yaml:"path" file:"write"`
 	// Delay is added before each write (to rehearse a slow peer).
 	Delay time.Duration `yaml:"delay"`
 }
@@ -79,7 +79,7 @@ func (r *Recorder) Write(ctx context.Context, batch []pipeline.Record) error {
 	enc := json.NewEncoder(&buf)
 	lines := make([]Line, len(batch))
 	for i, rec := range batch {
-		lines[i] = Line{Stream: rec.Stream, Seq: rec.Seq, Key: rec.Key, ID: rec.ID, Time: rec.Time, Fields: rec.Fields}
+		lines[i] = lineOf(rec)
 		if err := enc.Encode(lines[i]); err != nil {
 			return pipeline.Permanent(fmt.Errorf("encode record %d: %w", rec.Seq, err))
 		}
@@ -105,6 +105,25 @@ func (r *Recorder) Write(ctx context.Context, batch []pipeline.Record) error {
 	}
 	r.seen += int64(len(batch))
 	return nil
+}
+
+// lineOf is the line Write records for rec.
+func lineOf(rec pipeline.Record) Line {
+	return Line{Stream: rec.Stream, Seq: rec.Seq, Key: rec.Key, ID: rec.ID, Time: rec.Time, Fields: rec.Fields}
+}
+
+// PreviewRequest implements pipeline.RequestPreviewer: the JSON line Write
+// would append for rec (its seq is 0 until the queue assigns one).
+func (r *Recorder) PreviewRequest(rec pipeline.Record) (pipeline.RequestPreview, error) {
+	b, err := json.Marshal(lineOf(rec))
+	if err != nil {
+		return pipeline.RequestPreview{}, fmt.Errorf("encode record: %w", err)
+	}
+	where := "kept in memory"
+	if r.cfg.Path != "" {
+		where = "appended to " + r.cfg.Path
+	}
+	return pipeline.RequestPreview{Body: b, Note: "a JSON line " + where}, nil
 }
 
 // Records returns what was recorded in memory.
@@ -134,7 +153,8 @@ func (r *Recorder) Status() map[string]any {
 }
 
 var (
-	_ pipeline.Sink           = (*Recorder)(nil)
-	_ pipeline.Closer         = (*Recorder)(nil)
-	_ pipeline.StatusReporter = (*Recorder)(nil)
+	_ pipeline.Sink             = (*Recorder)(nil)
+	_ pipeline.Closer           = (*Recorder)(nil)
+	_ pipeline.StatusReporter   = (*Recorder)(nil)
+	_ pipeline.RequestPreviewer = (*Recorder)(nil)
 )
