@@ -51,6 +51,9 @@ type Options struct {
 	Extra int
 	// Username and Password, if set, enable username login too.
 	Username, Password string
+	// Advertise lists more host:port addresses the server's endpoints are
+	// offered under (a proxy in front of it).
+	Advertise []string
 	// Logger receives the server's log lines (nil: none).
 	Logger server.Logger
 }
@@ -64,6 +67,10 @@ type Sim struct {
 	mu       sync.Mutex
 	nodes    map[string]*server.Node
 	extra    []*server.Node
+	// vals holds each node's value; the nodes read it through a value
+	// function under mu (the gopcua server's Node.SetAttribute is not safe
+	// against its own readers).
+	vals map[*server.Node]*ua.DataValue
 }
 
 // Node names under the line prefix.
@@ -114,6 +121,14 @@ func Start(ctx context.Context, o Options) (*Sim, error) {
 		server.EnableAuthMode(ua.UserTokenTypeAnonymous),
 		server.ServerName("plantgate line simulator"),
 	}
+	for _, a := range o.Advertise {
+		h, p, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, err
+		}
+		pn, _ := strconv.Atoi(p)
+		opts = append(opts, server.EndPoint(h, pn))
+	}
 	if o.Logger != nil {
 		opts = append(opts, server.SetLogger(o.Logger))
 	}
@@ -135,12 +150,19 @@ func Start(ctx context.Context, o Options) (*Sim, error) {
 	ns := server.NewNodeNameSpace(srv, o.Namespace)
 	root, _ := srv.Namespace(0)
 	root.Objects().AddRef(ns.Objects(), id.HasComponent, true)
-	s := &Sim{srv: srv, ns: ns, endpoint: fmt.Sprintf("opc.tcp://%s:%d", o.Host, o.Port), cert: der, nodes: map[string]*server.Node{}}
-	add := func(name string, v any) *server.Node {
-		n := ns.AddNewVariableStringNode(o.Line+"."+name, v)
+	s := &Sim{srv: srv, ns: ns, endpoint: fmt.Sprintf("opc.tcp://%s:%d", o.Host, o.Port), cert: der, nodes: map[string]*server.Node{}, vals: map[*server.Node]*ua.DataValue{}}
+	variable := func(name string, v any) *server.Node {
+		var n *server.Node
+		n = ns.AddNewVariableStringNode(name, func() *ua.DataValue {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.vals[n]
+		})
+		s.vals[n] = dataValue(v)
 		ns.Objects().AddRef(n, id.HasComponent, true)
 		return n
 	}
+	add := func(name string, v any) *server.Node { return variable(o.Line+"."+name, v) }
 	s.nodes[Good] = add(Good, uint32(0))
 	s.nodes[Scrap] = add(Scrap, uint32(0))
 	s.nodes[State] = add(State, "Stopped")
@@ -148,9 +170,7 @@ func Start(ctx context.Context, o Options) (*Sim, error) {
 	s.nodes[Order] = add(Order, "")
 	s.nodes[Item] = add(Item, "")
 	for i := 0; i < o.Extra; i++ {
-		n := ns.AddNewVariableStringNode("Bench."+strconv.Itoa(i), uint32(0))
-		ns.Objects().AddRef(n, id.HasComponent, true)
-		s.extra = append(s.extra, n)
+		s.extra = append(s.extra, variable("Bench."+strconv.Itoa(i), uint32(0)))
 	}
 	if err := srv.Start(ctx); err != nil {
 		return nil, err
@@ -170,9 +190,7 @@ func (s *Sim) Server() *server.Server { return s.srv }
 // Set changes a line value (Good, Scrap, State, Running, Order, Item) and
 // notifies subscribers.
 func (s *Sim) Set(name string, v any) {
-	s.mu.Lock()
 	n := s.nodes[name]
-	s.mu.Unlock()
 	if n == nil {
 		return
 	}
@@ -180,9 +198,16 @@ func (s *Sim) Set(name string, v any) {
 }
 
 func (s *Sim) setNode(n *server.Node, v any) {
-	now := time.Now()
-	_ = n.SetAttribute(ua.AttributeIDValue, &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp | ua.DataValueServerTimestamp, Value: ua.MustVariant(v), SourceTimestamp: now, ServerTimestamp: now})
+	dv := dataValue(v)
+	s.mu.Lock()
+	s.vals[n] = dv
+	s.mu.Unlock()
 	s.ns.ChangeNotification(n.ID())
+}
+
+func dataValue(v any) *ua.DataValue {
+	now := time.Now()
+	return &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp | ua.DataValueServerTimestamp, Value: ua.MustVariant(v), SourceTimestamp: now, ServerTimestamp: now}
 }
 
 // SetExtra sets the benchmark variable i.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -118,4 +119,175 @@ func TestGopcuaSecuredSubscriptionCountsParts(t *testing.T) {
 	if own["expires_in_days"].(int) < 365 {
 		t.Fatalf("own certificate %v", own)
 	}
+}
+
+// counting increments the simulator's good counter every 10 ms until
+// stopped, and returns the last value set.
+type counting struct {
+	sim  *opcuasim.Sim
+	stop chan struct{}
+	done chan uint32
+}
+
+func startCounting(sim *opcuasim.Sim, from uint32) *counting {
+	c := &counting{sim: sim, stop: make(chan struct{}), done: make(chan uint32, 1)}
+	go func() {
+		v := from
+		for {
+			select {
+			case <-c.stop:
+				c.done <- v
+				return
+			case <-time.After(10 * time.Millisecond):
+				v++
+				sim.Set(opcuasim.Good, v)
+			}
+		}
+	}()
+	return c
+}
+
+func (c *counting) end() uint32 {
+	close(c.stop)
+	return <-c.done
+}
+
+func noneConfig(sim *opcuasim.Sim) string {
+	return "endpoint: " + sim.Endpoint() + "\nsecurity: {policy: None, mode: None}\n" + fastTimers + lineNodes(opcuasim.DefaultNamespace)
+}
+
+func goodValue(g *gateway) any {
+	return g.status()["nodes"].(map[string]any)["good"].(map[string]any)["value"]
+}
+
+// TestCounterAcrossGatewayRestart restarts the gateway (queue closed and
+// reopened, a new source) twice while the counter runs, and once makes
+// 7 parts while it is stopped: the parts counted equal the counter's
+// real increase since the first baseline, and the 7 come as one increase
+// at reconnect.
+func TestCounterAcrossGatewayRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test; skipped under -short")
+	}
+	sim := startSim(t, opcuasim.Options{})
+	sim.Set(opcuasim.Good, uint32(500))
+	g := newGateway(t, t.TempDir(), noneConfig(sim))
+	g.start()
+	eventually(t, 10*time.Second, "the baseline", func() bool { return goodValue(g) == uint32(500) })
+	cnt := startCounting(sim, 500)
+	for i := 0; i < 2; i++ {
+		time.Sleep(700 * time.Millisecond)
+		g.restart()
+		eventually(t, 10*time.Second, "the reconnect", g.connected)
+	}
+	last := cnt.end()
+	eventually(t, 5*time.Second, "the last value", func() bool { return goodValue(g) == last })
+	g.stop()
+	sim.Set(opcuasim.Good, last+7)
+	g.start()
+	eventually(t, 10*time.Second, "the parts made while the gateway was down", func() bool { return g.increase("good-parts") == int64(last+7-500) })
+	found := false
+	for _, r := range g.records(eventStream) {
+		if r.Fields["rule"] == "good-parts" && toInt(r.Fields["increase"]) == 7 && toInt(r.Fields["previous"]) == int64(last) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("no single increase of 7 at the reconnect")
+	}
+	seqs := map[int64]bool{}
+	for _, r := range g.records(eventStream) {
+		if r.Fields["rule"] != "good-parts" {
+			continue
+		}
+		n := toInt(r.Fields["seq"])
+		if seqs[n] {
+			t.Fatalf("event seq %d twice", n)
+		}
+		seqs[n] = true
+	}
+}
+
+// TestBadNodesAndValuesKeepOthersRunning configures a node the server
+// does not have, one in a namespace it does not have and a counter rule on
+// a string: each is an error in status, and the good counter still counts.
+func TestBadNodesAndValuesKeepOthersRunning(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test; skipped under -short")
+	}
+	sim := startSim(t, opcuasim.Options{})
+	sim.Set(opcuasim.Good, uint32(10))
+	sim.Set(opcuasim.Order, "P1")
+	ns := opcuasim.DefaultNamespace
+	g := newGateway(t, t.TempDir(), "endpoint: "+sim.Endpoint()+"\nsecurity: {policy: None, mode: None}\n"+fastTimers+"retry_nodes: 300ms\n"+`nodes:
+  good: {node: "nsu=`+ns+`;s=Line3.GoodCount", sampling: 50ms}
+  order: {node: "nsu=`+ns+`;s=Line3.Order", sampling: 50ms}
+  ghost: {node: "nsu=`+ns+`;s=Line3.NoSuchNode"}
+  elsewhere: {node: "nsu=urn:not-on-this-server;s=X"}
+rules:
+  good-parts: {kind: counter, value: good}
+  order-count: {kind: counter, value: order}
+`)
+	g.start()
+	eventually(t, 10*time.Second, "the baseline", func() bool { return goodValue(g) == uint32(10) })
+	sim.Set(opcuasim.Good, uint32(15))
+	eventually(t, 5*time.Second, "5 parts", func() bool { return g.increase("good-parts") == 5 })
+	sim.Set(opcuasim.Order, "P2")
+	eventually(t, 5*time.Second, "the errors in status", func() bool {
+		st := g.status()
+		nodes := st["nodes"].(map[string]any)
+		ghost, _ := nodes["ghost"].(map[string]any)["last_error"].(string)
+		elsewhere, _ := nodes["elsewhere"].(map[string]any)["last_error"].(string)
+		rule, _ := st["rules"].(map[string]any)["order-count"].(map[string]any)["last_error"].(string)
+		return strings.Contains(ghost, "BadNodeIDUnknown") && strings.Contains(elsewhere, "urn:not-on-this-server") && strings.Contains(rule, "needs a number")
+	})
+	sim.Set(opcuasim.Good, uint32(17))
+	eventually(t, 5*time.Second, "more parts after the errors", func() bool { return g.increase("good-parts") == 7 })
+}
+
+// TestNoAcceptableSecurityNamesWhatIsOffered asks a None-only server for
+// Basic256Sha256: the error in status names what the server offers.
+func TestNoAcceptableSecurityNamesWhatIsOffered(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test; skipped under -short")
+	}
+	sim := startSim(t, opcuasim.Options{})
+	g := newGateway(t, t.TempDir(), "endpoint: "+sim.Endpoint()+"\n"+fastTimers+lineNodes(opcuasim.DefaultNamespace))
+	g.start()
+	eventually(t, 10*time.Second, "the error", func() bool {
+		e, _ := g.status()["last_error"].(string)
+		return strings.Contains(e, "no acceptable endpoint for Basic256Sha256/SignAndEncrypt") && strings.Contains(e, "it offers: None/None")
+	})
+}
+
+// TestGopcuaHangRebuildsSubscription freezes the connection (bytes held,
+// nothing closed) longer than the watchdog: the source notices that the
+// subscription sends neither data nor keep-alives, rebuilds it, counts
+// the parts made meanwhile and records the gap.
+func TestGopcuaHangRebuildsSubscription(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test; skipped under -short")
+	}
+	port, err := opcuasim.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProxy(t, "127.0.0.1:"+strconv.Itoa(port))
+	// The gopcua server lists only endpoints of the URL asked for: it
+	// must advertise the proxy's address too.
+	sim := startSim(t, opcuasim.Options{Port: port, Advertise: []string{p.addr()}})
+	sim.Set(opcuasim.Good, uint32(100))
+	g := newGateway(t, t.TempDir(), "endpoint: "+endpointVia(p, "")+"\nsecurity: {policy: None, mode: None}\n"+fastTimers+lineNodes(opcuasim.DefaultNamespace))
+	g.start()
+	eventually(t, 10*time.Second, "the baseline", func() bool { return goodValue(g) == uint32(100) })
+	p.freeze(true)
+	sim.Set(opcuasim.Good, uint32(120))
+	eventually(t, 20*time.Second, "the watchdog", func() bool { return g.status()["watchdog_rebuilds"].(int64) >= 1 })
+	p.setCut(true) // the hung connection is dropped
+	p.freeze(false)
+	p.setCut(false)
+	eventually(t, 10*time.Second, "the parts made during the hang", func() bool { return g.increase("good-parts") == 20 })
+	eventually(t, 5*time.Second, "the gap record", func() bool { return len(g.gaps()) == 1 })
+	sim.Set(opcuasim.Good, uint32(121))
+	eventually(t, 5*time.Second, "values after the rebuild", func() bool { return g.increase("good-parts") == 21 })
 }

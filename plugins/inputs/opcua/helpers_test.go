@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -222,6 +221,7 @@ type proxy struct {
 	target string
 	mu     sync.Mutex
 	cut    bool
+	frozen bool
 	conns  []net.Conn
 }
 
@@ -259,9 +259,44 @@ func (p *proxy) serve() {
 		}
 		p.conns = append(p.conns, c, up)
 		p.mu.Unlock()
-		go func() { _, _ = io.Copy(up, c); up.Close(); c.Close() }()
-		go func() { _, _ = io.Copy(c, up); up.Close(); c.Close() }()
+		go p.pipe(up, c)
+		go p.pipe(c, up)
 	}
+}
+
+// pipe copies src to dst, holding the bytes while the proxy is frozen.
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		for p.isFrozen() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *proxy) isFrozen() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.frozen
+}
+
+// freeze holds every byte in both directions without closing anything:
+// a server (or network) that hangs.
+func (p *proxy) freeze(f bool) {
+	p.mu.Lock()
+	p.frozen = f
+	p.mu.Unlock()
 }
 
 // setCut drops every connection (the network is gone) or restores it.

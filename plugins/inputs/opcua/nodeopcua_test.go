@@ -49,7 +49,9 @@ func startNodeServer(t testing.TB, shift, bump int) *nodeServer {
 	return n
 }
 
-func (n *nodeServer) endpoint() string { return "opc.tcp://127.0.0.1:" + strconv.Itoa(n.port) + "/UA/Line" }
+func (n *nodeServer) endpoint() string {
+	return "opc.tcp://127.0.0.1:" + strconv.Itoa(n.port) + "/UA/Line"
+}
 
 func (n *nodeServer) start(shift, bump int) {
 	n.t.Helper()

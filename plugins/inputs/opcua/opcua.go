@@ -559,6 +559,9 @@ func SelectEndpoint(eps []*ua.EndpointDescription, policy, mode string, tok ua.U
 	if best != nil {
 		return best, nil
 	}
+	if len(eps) == 0 {
+		return nil, errors.New("the server lists no endpoints for this URL (a server behind NAT or a proxy may list only its own address)")
+	}
 	want := policy + "/" + mode
 	if policy == "auto" {
 		want = "a secured endpoint (" + strings.Join(supportedPolicies[1:], ", ") + ")"
