@@ -21,6 +21,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/plantgate/plantgate/internal/certexpiry"
 	"github.com/plantgate/plantgate/internal/config"
 	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/pipeline"
@@ -108,6 +109,7 @@ func NewEnv(name string, c *config.FOEnv, o Options) (*Env, error) {
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("fo environment %s: ca_file %s holds no PEM certificate", name, c.CAFile)
 		}
+		_ = o.Metrics.Certificates.SetPEM("fo", name, certexpiry.UseCA, pem)
 		tlsCfg.RootCAs = pool
 	}
 	maxConc := max(c.MaxConcurrent, 1)
@@ -122,6 +124,10 @@ func NewEnv(name string, c *config.FOEnv, o Options) (*Env, error) {
 	}, &http.Client{Transport: tr, Timeout: timeoutOr(c.Timeout.D())})
 	if err != nil {
 		return nil, fmt.Errorf("fo environment %s: %w", name, err)
+	}
+	if c.CertificateFile != "" {
+		// NewTokenSource read and checked it.
+		_ = o.Metrics.Certificates.SetFile("fo", name, certexpiry.UseClient, c.CertificateFile)
 	}
 	e := &Env{
 		name: name, url: u, company: c.Company, timeout: timeoutOr(c.Timeout.D()),

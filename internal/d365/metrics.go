@@ -1,6 +1,10 @@
 package d365
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/plantgate/plantgate/internal/certexpiry"
+)
 
 // Metrics are the plantgate_fo_* collectors, shared by all F&O
 // environments and sinks of one gateway (labelled by env and sink).
@@ -23,6 +27,9 @@ type Metrics struct {
 	InDoubt *prometheus.GaugeVec
 	// Parked is the number of records parked behind held ones, by sink.
 	Parked *prometheus.GaugeVec
+	// Certificates holds the expiry of each environment's ca_file and
+	// client certificate (component fo).
+	Certificates *certexpiry.Gauge
 }
 
 // NewMetrics registers the collectors on reg (nil: unregistered).
@@ -46,6 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Parked: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "plantgate_fo_parked_records",
 			Help: "Records of the same key parked behind a held record, delivered once it is released or dropped."}, []string{"sink"}),
 	}
+	m.Certificates = certexpiry.For(reg)
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.Requests, m.Throttled, m.RequestSeconds, m.LimiterRate, m.BreakerState, m.TokenRefreshes, m.InDoubt, m.Parked} {
 			reg.MustRegister(c)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/plantgate/plantgate/internal/certexpiry"
 	"github.com/plantgate/plantgate/internal/pipeline"
 	"github.com/plantgate/plantgate/plugins/inputs"
 )
@@ -97,7 +98,29 @@ func New(cfg *Config, env pipeline.Env) (*Source, error) {
 	} else if s.tls, err = clientTLS(&c); err != nil {
 		return nil, err
 	}
+	if s.tls != nil {
+		recordCertificates(certexpiry.For(env.Metrics), env.Name, &c)
+	}
 	return s, nil
+}
+
+// recordCertificates exports when the TLS files of c expire (TLS in use);
+// serverTLS and clientTLS read and checked them.
+func recordCertificates(g *certexpiry.Gauge, source string, c *Config) {
+	set := func(use, path string) {
+		if path != "" {
+			_ = g.SetFile("source", source, use, path)
+		}
+	}
+	if c.Embedded != nil {
+		if t := c.Embedded.TLS; t != nil {
+			set(certexpiry.UseServer, t.CertFile)
+			set(certexpiry.UseCA, t.ClientCAFile)
+		}
+		return
+	}
+	set(certexpiry.UseCA, c.TLS.CAFile)
+	set(certexpiry.UseClient, c.TLS.CertFile)
 }
 
 // setDefaults fills what a config built in code may leave zero.
