@@ -214,8 +214,9 @@ func (a *App) knownStream(s string) bool {
 }
 
 // GET /api/v1/admin/dead?stream=S&q=TEXT&after=N&limit=N: dead letters
-// of one stream or of all, newest last, optionally only those whose key,
-// id, reason or fields contain q (an order number, an id).
+// of one stream or of all, oldest first, optionally only those whose key,
+// id, reason or fields contain q (an order number, an id). Records held in
+// doubt or parked are listed by /api/v1/admin/in-doubt, not here.
 func (a *App) adminDead(w http.ResponseWriter, r *http.Request, _ caller) {
 	qv := r.URL.Query()
 	limit, _ := strconv.Atoi(qv.Get("limit"))
@@ -241,10 +242,21 @@ func (a *App) deadLetters(stream, q string, after uint64, limit int) ([]DeadLett
 	views := []DeadLetterView{}
 	for _, s := range streams {
 		dead, err := a.store.ListDead(s, after, 0)
+		if errors.Is(err, queue.ErrUnknownStream) && stream == "" {
+			continue // named in the config, nothing written yet
+		}
 		if err != nil {
 			return nil, err
 		}
+		holds, _ := a.store.Holds(s)
+		held := map[uint64]bool{}
+		for _, h := range holds {
+			held[h.Seq] = true
+		}
 		for _, d := range dead {
+			if d.OrigSeq != 0 && held[d.OrigSeq] {
+				continue // listed with the records in doubt
+			}
 			v := ViewDeadLetter(s, d)
 			if q != "" && !v.matches(q) {
 				continue
@@ -450,6 +462,9 @@ func (a *App) inDoubtEntries(stream, q string) ([]InDoubtEntry, error) {
 	q = strings.ToLower(q)
 	for _, s := range streams {
 		holds, err := a.store.Holds(s)
+		if errors.Is(err, queue.ErrUnknownStream) && stream == "" {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}

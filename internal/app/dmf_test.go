@@ -94,7 +94,7 @@ func TestDMFSinkInTheGateway(t *testing.T) {
 		bs := a.Status().Batches
 		return len(bs) == 1 && bs[0].Step == "polling" && bs[0].Lines == 30 && strings.HasPrefix(bs[0].ExecutionID, "plantgate-t-dmf-")
 	})
-	if _, page := get(t, base+"/", ""); !strings.Contains(page, "<h2>Batches</h2>") || !strings.Contains(page, "plantgate-t-dmf-") || !strings.Contains(page, ">polling<") {
+	if _, page := get(t, base+"/", ""); !strings.Contains(page, "<h2>DMF batches</h2>") || !strings.Contains(page, "plantgate-t-dmf-") || !strings.Contains(page, "<td>polling") {
 		t.Errorf("status page lacks the batch in flight")
 	}
 	eventually(t, "30 lines imported and acked", func() bool {

@@ -285,7 +285,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 	held.add(t, `{"order":"P000301","n":2}`)
 	eventually(t, "one held and one parked", func() bool { return len(held.a.Status().InDoubt) == 2 })
-	checks = append(checks, check{"in-doubt", held.base + "/", []string{"degraded", "P000301", "held", "parked", "release", "F&O has it", "holds 1 records in doubt"}, nil})
+	checks = append(checks, check{"in-doubt", held.base + "/", []string{"degraded", "P000301", "held", "parked", "release", "F&O has it", "holds 1 records in doubt", "No dead letters"}, nil})
 
 	for _, c := range checks {
 		for _, width := range []int{1280, 390} {

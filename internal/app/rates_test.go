@@ -184,7 +184,7 @@ func TestStatusFlowRates(t *testing.T) {
 		t.Errorf("problems %q lack the drift", st.Problems)
 	}
 	code, page := get(t, base+"/", "")
-	if code != 200 || !strings.Contains(page, "<h2>Flows</h2>") || !strings.Contains(page, "<td>finished</td><td>recorder</td><td class=\"n\">1/m</td>") {
+	if code != 200 || !strings.Contains(page, "<h2>Flows</h2>") || !strings.Contains(page, "<td><b>finished</b>") || !strings.Contains(page, `<td class="n">1/m</td>`) || !strings.Contains(page, f.Drift) {
 		t.Errorf("status page = %d\n%s", code, page)
 	}
 }
