@@ -4,7 +4,8 @@
 #   LazyFS (built from ../shared/tools/lazyfs into TOOLS/lazyfs);
 # and the tools of the package test (packaging/): nfpm (go install into
 #   TOOLS/bin, version NFPM_VERSION as the Makefile pins it), rpm, cpio and
-#   file (Debian packages; dpkg-deb comes with dpkg).
+#   file (Debian packages; dpkg-deb comes with dpkg); promtool for the alert
+#   rules (from Debian's prometheus package, the binary only).
 # Idempotent: anything already present is left alone.
 set -euo pipefail
 TOOLS=${1:-$(pwd)/.tools}
@@ -23,6 +24,23 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# promtool (checks and unit-tests configs/prometheus/alerts.yaml): taken
+# out of Debian's prometheus package into TOOLS/bin, without installing
+# or starting a Prometheus server.
+if [ ! -x "$TOOLS/bin/promtool" ]; then
+  echo "install-test-tools: promtool from Debian's prometheus package into $TOOLS/bin"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  pdir=$(mktemp -d)
+  if ! (cd "$pdir" && apt-get download prometheus >/dev/null 2>&1); then
+    $SUDO apt-get update -qq
+    (cd "$pdir" && apt-get download prometheus >/dev/null)
+  fi
+  dpkg-deb -x "$pdir"/prometheus_*.deb "$pdir/x"
+  mkdir -p "$TOOLS/bin"
+  install -m 0755 "$pdir/x/usr/bin/promtool" "$TOOLS/bin/promtool"
+  rm -rf "$pdir"
 fi
 
 NFPM_VERSION=${NFPM_VERSION:-v2.45.2}
@@ -55,4 +73,4 @@ else
   echo "install-test-tools: $lazyfs_src not found; LazyFS not built (the power-cut tests will skip, or fail under CI)"
 fi
 
-echo "install-test-tools: mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), azurite $(cd "$TOOLS" && node -p 'require("azurite/package.json").version'), node-opcua $(cd "$TOOLS" && node -p 'require("node-opcua/package.json").version'), lazyfs $lazyfs_bin, nfpm $(nfpm_installed), $(rpm --version)"
+echo "install-test-tools: mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), azurite $(cd "$TOOLS" && node -p 'require("azurite/package.json").version'), node-opcua $(cd "$TOOLS" && node -p 'require("node-opcua/package.json").version'), lazyfs $lazyfs_bin, nfpm $(nfpm_installed), $(rpm --version), $("$TOOLS/bin/promtool" --version 2>&1 | head -1)"
