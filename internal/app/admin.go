@@ -150,8 +150,15 @@ type adminReq struct {
 	Sink string `json:"sink"`
 }
 
-func badRequest(w http.ResponseWriter, format string, args ...any) {
-	writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf(format, args...)})
+// badRequest answers 400 with the reason; a form post from the page is
+// sent back to it with the reason.
+func badRequest(w http.ResponseWriter, r *http.Request, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if isForm(r) {
+		http.Redirect(w, r, "/?error="+url.QueryEscape(msg), http.StatusSeeOther)
+		return
+	}
+	writeJSON(w, http.StatusBadRequest, map[string]string{"error": msg})
 }
 
 func decodeReq(w http.ResponseWriter, r *http.Request) (adminReq, bool) {
@@ -159,7 +166,7 @@ func decodeReq(w http.ResponseWriter, r *http.Request) (adminReq, bool) {
 	if isForm(r) {
 		r.Body = http.MaxBytesReader(w, r.Body, 1<<16)
 		if err := r.ParseForm(); err != nil {
-			badRequest(w, "form: %v", err)
+			badRequest(w, r, "form: %v", err)
 			return req, false
 		}
 		req.Stream, req.What, req.Sink = r.PostForm.Get("stream"), r.PostForm.Get("what"), r.PostForm.Get("sink")
@@ -167,7 +174,7 @@ func decodeReq(w http.ResponseWriter, r *http.Request) (adminReq, bool) {
 		for _, v := range r.PostForm["seq"] {
 			q, err := strconv.ParseUint(v, 10, 64)
 			if err != nil {
-				badRequest(w, "seq %q is not a sequence number", v)
+				badRequest(w, r, "seq %q is not a sequence number", v)
 				return req, false
 			}
 			req.Seqs = append(req.Seqs, q)
@@ -177,7 +184,7 @@ func decodeReq(w http.ResponseWriter, r *http.Request) (adminReq, bool) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		badRequest(w, "body must be JSON like {\"stream\": \"flow.sink\", \"seqs\": [1, 2]}: %v", err)
+		badRequest(w, r, "body must be JSON like {\"stream\": \"flow.sink\", \"seqs\": [1, 2]}: %v", err)
 		return req, false
 	}
 	return req, true
@@ -288,7 +295,7 @@ func (a *App) adminDeadOne(w http.ResponseWriter, r *http.Request, _ caller) {
 	stream := r.PathValue("stream")
 	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
 	if err != nil {
-		badRequest(w, "seq %q is not a sequence number", r.PathValue("seq"))
+		badRequest(w, r, "seq %q is not a sequence number", r.PathValue("seq"))
 		return
 	}
 	if !a.knownStream(stream) {
@@ -312,7 +319,7 @@ func (a *App) adminReplay(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	target := fmt.Sprintf("stream %s seqs %s", req.Stream, seqList(req.Seqs))
 	if req.Stream == "" {
-		badRequest(w, "stream is required")
+		badRequest(w, r, "stream is required")
 		return
 	}
 	n, err := a.store.Replay(r.Context(), req.Stream, nilIfEmpty(req.Seqs))
@@ -355,12 +362,12 @@ func (a *App) adminPurge(w http.ResponseWriter, r *http.Request, c caller) {
 		what = queue.PurgeItems | queue.PurgeDead
 	case "stream":
 		if !req.All || len(req.Seqs) > 0 {
-			badRequest(w, "what: stream removes the whole stream: give all: true and no seqs")
+			badRequest(w, r, "what: stream removes the whole stream: give all: true and no seqs")
 			return
 		}
 		what = queue.PurgeStream
 	default:
-		badRequest(w, "what must be dead, items, both or stream")
+		badRequest(w, r, "what must be dead, items, both or stream")
 		return
 	}
 	a.purge(w, r, c, req, what)
@@ -368,15 +375,15 @@ func (a *App) adminPurge(w http.ResponseWriter, r *http.Request, c caller) {
 
 func (a *App) purge(w http.ResponseWriter, r *http.Request, c caller, req adminReq, what queue.PurgeWhat) {
 	if req.Stream == "" {
-		badRequest(w, "stream is required")
+		badRequest(w, r, "stream is required")
 		return
 	}
 	if len(req.Seqs) == 0 && !req.All {
-		badRequest(w, "name the records: seqs, or all: true for the whole stream")
+		badRequest(w, r, "name the records: seqs, or all: true for the whole stream")
 		return
 	}
 	if !req.Confirm {
-		badRequest(w, "dropping records is final: repeat with confirm: true")
+		badRequest(w, r, "dropping records is final: repeat with confirm: true")
 		return
 	}
 	noun := "dead letters"
@@ -502,15 +509,15 @@ func (a *App) settle(w http.ResponseWriter, r *http.Request, c caller, drop bool
 		action = "drop held"
 	}
 	if len(req.Seqs) == 0 && !req.All {
-		badRequest(w, "name the held records: stream and seqs, or all: true")
+		badRequest(w, r, "name the held records: stream and seqs, or all: true")
 		return
 	}
 	if len(req.Seqs) > 0 && req.Stream == "" {
-		badRequest(w, "seqs need their stream")
+		badRequest(w, r, "seqs need their stream")
 		return
 	}
 	if drop && !req.Confirm {
-		badRequest(w, "dropping says F&O already has these records, and they are never sent again: repeat with confirm: true")
+		badRequest(w, r, "dropping says F&O already has these records, and they are never sent again: repeat with confirm: true")
 		return
 	}
 	streams := []string{req.Stream}
@@ -579,7 +586,7 @@ func (a *App) adminCloseBatch(w http.ResponseWriter, r *http.Request, c caller) 
 		return
 	}
 	if req.Sink == "" {
-		badRequest(w, "body must be JSON {\"sink\": \"<a fo.dmf sink>\"}")
+		badRequest(w, r, "body must be JSON {\"sink\": \"<a fo.dmf sink>\"}")
 		return
 	}
 	bc, ok := a.sinks[req.Sink].(batchCloser)
@@ -591,7 +598,7 @@ func (a *App) adminCloseBatch(w http.ResponseWriter, r *http.Request, c caller) 
 			}
 		}
 		sort.Strings(names)
-		badRequest(w, "sink %q does not batch; batching sinks: %s", req.Sink, strings.Join(names, ", "))
+		badRequest(w, r, "sink %q does not batch; batching sinks: %s", req.Sink, strings.Join(names, ", "))
 		return
 	}
 	bc.CloseNow()
