@@ -98,8 +98,12 @@ package-test: ## build the packages once and check them (dpkg-deb -c, rpm -qlp, 
 demo: ## run fo-emulator, plantgate and the MES simulator together (Ctrl-C stops)
 	@scripts/demo.sh
 
-check-systemd: ## systemd-analyze verify the unit (where systemd is present)
-	@if command -v systemd-analyze >/dev/null; then systemd-analyze verify systemd/plantgate.service; else echo "systemd-analyze not installed; skipped"; fi
+check-systemd: ## systemd-analyze verify (needs /usr/bin/plantgate) and security (exposure at most 2.0) of the unit
+	@command -v systemd-analyze >/dev/null || { echo "systemd-analyze not installed (Debian package systemd)"; exit 1; }
+	@if [ -x /usr/bin/plantgate ]; then systemd-analyze verify systemd/plantgate.service; \
+	  else echo "verify skipped: no /usr/bin/plantgate (TestPackages verifies the packaged unit)"; fi
+	@out=$$(systemd-analyze security --offline=yes --threshold=20 systemd/plantgate.service); rc=$$?; \
+	  echo "$$out" | tail -1; exit $$rc
 
 clean: ## remove build outputs
 	rm -rf bin dist bench.out

@@ -14,10 +14,14 @@ package packaging_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -141,7 +145,7 @@ func TestPackages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds packages; skipped with -short")
 	}
-	need(t, "dpkg-deb", "rpm", "rpm2cpio", "cpio", "tar", "file", "go")
+	need(t, "dpkg-deb", "rpm", "rpm2cpio", "cpio", "tar", "file", "go", "systemd-analyze")
 	root := repoRoot(t)
 	dist := packages(t, root)
 	for _, a := range arches {
@@ -150,6 +154,9 @@ func TestPackages(t *testing.T) {
 			rpm := one(t, filepath.Join(dist, "plantgate-*."+a.rpm+".rpm"))
 			debTree, rpmTree := t.TempDir(), t.TempDir()
 			debOK := t.Run("deb", func(t *testing.T) { checkDeb(t, root, deb, a, debTree) })
+			if debOK && a.name == runtime.GOARCH {
+				t.Run("unit", func(t *testing.T) { checkUnit(t, debTree) })
+			}
 			rpmOK := t.Run("rpm", func(t *testing.T) { checkRPM(t, root, rpm, a, rpmTree) })
 			if debOK && rpmOK {
 				bin := "usr/bin/plantgate"
@@ -376,6 +383,47 @@ func checkTree(t *testing.T, root, tree string, a arch) {
 		if !strings.Contains(info, w) {
 			t.Errorf("go version -m: no %q in\n%s", w, info)
 		}
+	}
+}
+
+// maxExposure is the highest systemd-analyze security rating the unit may
+// have, on its scale of 0 to 10 (its --threshold takes tenths).
+const maxExposure = 2.0
+
+var exposureRe = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)
+
+// checkUnit checks the packaged unit with systemd-analyze: verify reports
+// nothing (it checks that the binary exists, so ExecStart points at the
+// packaged one), and security rates its exposure at most maxExposure.
+func checkUnit(t *testing.T, tree string) {
+	t.Helper()
+	unit, err := os.ReadFile(filepath.Join(tree, "usr/lib/systemd/system/plantgate.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(unit, []byte("ExecStart=/usr/bin/plantgate run ")) {
+		t.Fatalf("the unit does not start /usr/bin/plantgate run:\n%s", unit)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "plantgate.service")
+	local := bytes.ReplaceAll(unit, []byte("/usr/bin/plantgate"), []byte(filepath.Join(tree, "usr/bin/plantgate")))
+	if err := os.WriteFile(path, local, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("systemd-analyze", "verify", path)
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	cmd = exec.Command("systemd-analyze", "security", "--offline=yes", fmt.Sprintf("--threshold=%d", int(maxExposure*10)), path)
+	out, err := cmd.CombinedOutput()
+	m := exposureRe.FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("systemd-analyze security: %v, no overall exposure in\n%s", err, out)
+	}
+	exposure, perr := strconv.ParseFloat(string(m[1]), 64)
+	t.Logf("systemd-analyze security: exposure %s (at most %.1f)", m[1], maxExposure)
+	if err != nil || perr != nil || exposure > maxExposure {
+		t.Errorf("systemd-analyze security: exposure %s, want at most %.1f (%v)", m[1], maxExposure, err)
 	}
 }
 
