@@ -1,9 +1,10 @@
 // Package certexpiry exports when the certificates plantgate is configured
 // with expire, as one gauge family shared by every component:
 //
-//	plantgate_certificate_expiry_timestamp_seconds{component, instance, use}
+//	plantgate_certificate_expiry_timestamp_seconds{component, name, use}
 //
-// component is source, sink, fo or http; instance its name in the config;
+// component is source, sink, fo or http; name its name in the config (not
+// "instance", which Prometheus sets to the scraped target);
 // use what the file is for: ca (the certificates that sign a peer's),
 // client_certificate, server_certificate or application_certificate. The
 // value is the earliest NotAfter (Unix seconds) among the certificates of
@@ -45,8 +46,8 @@ type Gauge struct{ v *prometheus.GaugeVec }
 func newVec() *prometheus.GaugeVec {
 	return prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: Name,
-		Help: "Earliest expiry (NotAfter, Unix seconds) of the certificates in each configured certificate file, by component, instance and use (ca, client_certificate, server_certificate, application_certificate).",
-	}, []string{"component", "instance", "use"})
+		Help: "Earliest expiry (NotAfter, Unix seconds) of the certificates in each configured certificate file, by component, name and use (ca, client_certificate, server_certificate, application_certificate).",
+	}, []string{"component", "name", "use"})
 }
 
 // For returns the family registered on reg, registering it on first use;
@@ -70,7 +71,7 @@ func For(reg prometheus.Registerer) *Gauge {
 }
 
 // Set records the earliest expiry of certs.
-func (g *Gauge) Set(component, instance, use string, certs ...*x509.Certificate) {
+func (g *Gauge) Set(component, name, use string, certs ...*x509.Certificate) {
 	var first time.Time
 	for _, c := range certs {
 		if c != nil && (first.IsZero() || c.NotAfter.Before(first)) {
@@ -80,36 +81,36 @@ func (g *Gauge) Set(component, instance, use string, certs ...*x509.Certificate)
 	if first.IsZero() {
 		return
 	}
-	g.v.WithLabelValues(component, instance, use).Set(float64(first.Unix()))
+	g.v.WithLabelValues(component, name, use).Set(float64(first.Unix()))
 }
 
 // SetPEM records the earliest expiry of the certificates in data (PEM
 // CERTIFICATE blocks, or one DER certificate).
-func (g *Gauge) SetPEM(component, instance, use string, data []byte) error {
+func (g *Gauge) SetPEM(component, name, use string, data []byte) error {
 	certs, err := Parse(data)
 	if err != nil {
 		return err
 	}
-	g.Set(component, instance, use, certs...)
+	g.Set(component, name, use, certs...)
 	return nil
 }
 
 // SetFile records the earliest expiry of the certificates in the file at
 // path.
-func (g *Gauge) SetFile(component, instance, use, path string) error {
+func (g *Gauge) SetFile(component, name, use, path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	if err := g.SetPEM(component, instance, use, b); err != nil {
+	if err := g.SetPEM(component, name, use, b); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
 }
 
 // Delete removes a file's sample, for a component that no longer uses it.
-func (g *Gauge) Delete(component, instance, use string) {
-	g.v.DeleteLabelValues(component, instance, use)
+func (g *Gauge) Delete(component, name, use string) {
+	g.v.DeleteLabelValues(component, name, use)
 }
 
 // Parse returns the certificates of PEM data (CERTIFICATE blocks; other

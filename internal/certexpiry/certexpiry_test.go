@@ -57,10 +57,10 @@ func TestEarliestExpiryOfEachFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fmt.Sprintf(`
-# HELP %[1]s Earliest expiry (NotAfter, Unix seconds) of the certificates in each configured certificate file, by component, instance and use (ca, client_certificate, server_certificate, application_certificate).
+# HELP %[1]s Earliest expiry (NotAfter, Unix seconds) of the certificates in each configured certificate file, by component, name and use (ca, client_certificate, server_certificate, application_certificate).
 # TYPE %[1]s gauge
-%[1]s{component="fo",instance="prod",use="ca"} 1.9e+09
-%[1]s{component="source",instance="press",use="application_certificate"} 2e+09
+%[1]s{component="fo",name="prod",use="ca"} 1.9e+09
+%[1]s{component="source",name="press",use="application_certificate"} 2e+09
 `, Name)
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), Name); err != nil {
 		t.Error(err)

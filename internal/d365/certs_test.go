@@ -63,10 +63,10 @@ func TestEnvExportsCertificateExpiry(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	newEnv(t, c, Options{Metrics: NewMetrics(reg)})
 	want := fmt.Sprintf(`
-# HELP %[1]s Earliest expiry (NotAfter, Unix seconds) of the certificates in each configured certificate file, by component, instance and use (ca, client_certificate, server_certificate, application_certificate).
+# HELP %[1]s Earliest expiry (NotAfter, Unix seconds) of the certificates in each configured certificate file, by component, name and use (ca, client_certificate, server_certificate, application_certificate).
 # TYPE %[1]s gauge
-%[1]s{component="fo",instance="test",use="ca"} %[2]d
-%[1]s{component="fo",instance="test",use="client_certificate"} %[3]d
+%[1]s{component="fo",name="test",use="ca"} %[2]d
+%[1]s{component="fo",name="test",use="client_certificate"} %[3]d
 `, certexpiry.Name, cas[0].NotAfter.Unix(), notAfter.Unix())
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), certexpiry.Name); err != nil {
 		t.Error(err)

@@ -41,12 +41,12 @@ func TestTLSCertificateExpiryExported(t *testing.T) {
 		}
 	}
 	want := fmt.Sprintf(`
-# HELP %[1]s Earliest expiry (NotAfter, Unix seconds) of the certificates in each configured certificate file, by component, instance and use (ca, client_certificate, server_certificate, application_certificate).
+# HELP %[1]s Earliest expiry (NotAfter, Unix seconds) of the certificates in each configured certificate file, by component, name and use (ca, client_certificate, server_certificate, application_certificate).
 # TYPE %[1]s gauge
-%[1]s{component="source",instance="broker",use="ca"} %[2]d
-%[1]s{component="source",instance="broker",use="server_certificate"} %[3]d
-%[1]s{component="source",instance="upstream",use="ca"} %[2]d
-%[1]s{component="source",instance="upstream",use="client_certificate"} %[4]d
+%[1]s{component="source",name="broker",use="ca"} %[2]d
+%[1]s{component="source",name="broker",use="server_certificate"} %[3]d
+%[1]s{component="source",name="upstream",use="ca"} %[2]d
+%[1]s{component="source",name="upstream",use="client_certificate"} %[4]d
 `, certexpiry.Name, notAfter(pki.ca), notAfter(pki.serverCert), notAfter(pki.clientCert))
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), certexpiry.Name); err != nil {
 		t.Error(err)
