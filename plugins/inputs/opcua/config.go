@@ -84,8 +84,8 @@ type Auth struct {
 	Password logging.Secret `yaml:"password"`
 	// CertFile (DER or PEM) and KeyFile (PEM, PKCS#1 or PKCS#8) for type
 	// certificate: the user's X.509 identity, not the application's.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	CertFile string `yaml:"cert_file" file:"read"`
+	KeyFile  string `yaml:"key_file" file:"key"`
 }
 
 // Node is one monitored value.
