@@ -40,6 +40,9 @@
 //	enum:"json,csv"    the allowed values of a string
 //	min:"1"            the least value of a number, Duration or Size
 //	ref:"fo"           a string (or []string) naming an fo environment; also source, sink, flow
+//	file:"cert"        a string naming a file the gateway needs at start (see Files)
+//	listen:"true"      a host:port to listen on: a numeric port up to 65535 (0 picks a free
+//	                   one, which tests use) and an IP address, a host name or nothing as host
 //
 // Supported field types are strings, bools, integers, floats, Duration
 // ("15m", "1d12h"), time.Duration (the same syntax), Size ("512MiB", "10MB",
@@ -59,6 +62,23 @@
 // an alias that refers to its own value, or aliases expanding to far more
 // nodes than the file holds (a "billion laughs"), are errors.
 //
+// # Files
+//
+// A string field with a file tag names a file the gateway needs when it
+// starts, and Load checks it then, for the user that loads the config (run
+// check-config as the service's user): "read" an existing file this user
+// can read; "cert" a readable PEM file holding an X.509 certificate
+// (crypto/x509 parses it; an expired one is a warning); "key" a readable
+// PEM file with an unencrypted private key (PKCS #8, PKCS #1 or EC);
+// "ca" a PEM bundle with at least one certificate; "dir" a directory that
+// exists and is writable, or can be created (its nearest existing parent
+// is a writable directory); "write" a file that is writable or can be
+// created the same way. After a comma, "stdin" accepts "-" for standard
+// input and "later" makes a missing file a warning (a source that waits
+// for it). A "cert" and a "key" field of one struct must belong together
+// (crypto/tls.X509KeyPair). gateway.data_dir is checked also when left at
+// its default. Options.SkipFiles (and SkipSecrets) leaves all of this out.
+//
 // # Secrets
 //
 // A logging.Secret field takes ${env:NAME} (the environment variable),
@@ -67,8 +87,11 @@
 // $CREDENTIALS_DIRECTORY, which systemd sets for a unit with
 // LoadCredential=NAME:PATH), or a literal, which is accepted with a
 // warning. Plain strings expand ${env:NAME} too ("$${" writes a literal
-// "${"); ${file:...} and ${cred:...} are only accepted as a whole secret. An unset variable or an unreadable or empty file is an error that
-// names the reference. No error, warning or Redacted output ever contains a
+// "${"); ${file:...} and ${cred:...} are only accepted as a whole secret.
+// A shell-style ${NAME} is an error saying to write ${env:NAME} (in a
+// secret only when it is the whole value: a longer literal secret may
+// hold "${" and is never quoted). An unset variable or an unreadable or
+// empty file is an error that names the reference. No error, warning or Redacted output ever contains a
 // secret's value.
 //
 // # Errors
