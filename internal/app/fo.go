@@ -42,6 +42,7 @@ func (a *App) startFO() {
 			a.log.Info().Str(logging.FieldSink, name).Int(logging.FieldCount, n).Msg("in-doubt state of an older plantgate moved into the queue")
 		}
 	}
+	a.upgradeStreams()
 }
 
 // stopFO closes the environments' idle connections once the sinks are done.

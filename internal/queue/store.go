@@ -398,12 +398,10 @@ func (s *Store) init() error {
 		}
 		if v := meta.Get(keySchema); v != nil {
 			if len(v) == 8 && binary.BigEndian.Uint64(v) == 1 {
-				// Version 1 lacks only buckets that are created on first
-				// use, and its 8-byte idempotency values are still read.
-				s.log.Info().Msg("queue file migrated from schema version 1 to 2")
-				if err := meta.Put(keySchema, itob(SchemaVersion)); err != nil {
-					return err
+				if err := migrateV1(tx, meta); err != nil {
+					return fmt.Errorf("migrate queue file from schema version 1: %w", err)
 				}
+				s.log.Info().Msg("queue file migrated from schema version 1 to 2")
 			} else if err := checkSchemaValue(v); err != nil {
 				return err
 			}
@@ -423,6 +421,39 @@ func (s *Store) init() error {
 	})
 }
 
+// migrateHook, when set (tests only), runs in the migration's
+// transaction after each stream.
+var migrateHook func(stream string)
+
+// migrateV1 brings a version 1 file to version 2 inside tx, so a crash
+// leaves either the old file as it was or the migrated one: each stream
+// gets the buckets version 2 keeps beside its records (marks, holds, held
+// keys), then the version is written. Version 1's 8-byte idempotency
+// values stay as they are and are still read.
+func migrateV1(tx *bolt.Tx, meta *bolt.Bucket) error {
+	if root := tx.Bucket(bucketStreams); root != nil {
+		var names [][]byte
+		if err := root.ForEachBucket(func(name []byte) error {
+			names = append(names, bytes.Clone(name))
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, name := range names {
+			b := root.Bucket(name)
+			for _, sb := range [][]byte{bucketMarks, bucketHeld, bucketHeldKey} {
+				if _, err := sub(b, sb, true); err != nil {
+					return fmt.Errorf("stream %s: %w", name, err)
+				}
+			}
+			if migrateHook != nil {
+				migrateHook(string(name))
+			}
+		}
+	}
+	return meta.Put(keySchema, itob(SchemaVersion))
+}
+
 func checkSchemaValue(v []byte) error {
 	if len(v) != 8 {
 		return fmt.Errorf("%w: schema_version of %d bytes", ErrCorrupt, len(v))
@@ -431,7 +462,7 @@ func checkSchemaValue(v []byte) error {
 		if got > SchemaVersion {
 			return fmt.Errorf("%w: the file has version %d, written by a newer plantgate; this one reads up to version %d (install the newer plantgate again)", ErrSchema, got, SchemaVersion)
 		}
-		return fmt.Errorf("%w: file has version %d, this plantgate reads version %d (open it once read-write to migrate it)", ErrSchema, got, SchemaVersion)
+		return fmt.Errorf("%w: the file has version %d, written by an older plantgate; this one migrates it when the gateway starts (systemctl start plantgate), then it can be read", ErrSchema, got)
 	}
 	return nil
 }
