@@ -218,17 +218,12 @@ func normalize(t *testing.T, scrape string) (string, bool) {
 	return strings.Join(out, "\n") + "\n", runtime["go"] && runtime["process"]
 }
 
-// TestMetricsGolden: /metrics of a gateway in a fixed state (three
-// records delivered to a recorder, one start message to F&O's MES service,
-// two lines to OData, a duplicate, an unmatched message and an undecodable
-// line dead-lettered) matches testdata/metrics.golden: every family's
-// name, help, type and labels, and every counter's value, including the
-// ones still at 0. go test ./internal/app -run TestMetricsGolden -update
-// rewrites it.
-func TestMetricsGolden(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a gateway against the emulator")
-	}
+// fixedStateScrape runs the gateway of metricsConfig, brings it to a
+// fixed state (three records delivered to a recorder, one start message to
+// F&O's MES service, two lines to OData, a duplicate, an unmatched message
+// and an undecodable line dead-lettered) and returns its /metrics.
+func fixedStateScrape(t *testing.T) string {
+	t.Helper()
 	a, em, dir := startMetricsGateway(t)
 	in := filepath.Join(dir, "in.jsonl")
 	appendLines(t, in,
@@ -248,7 +243,23 @@ func TestMetricsGolden(t *testing.T) {
 			testutil.ToFloat64(a.m.Delivered.WithLabelValues("lines.odata")) == 2 && testutil.ToFloat64(a.m.Delivered.WithLabelValues("mes")) == 1 &&
 			testutil.ToFloat64(a.m.Delivered.WithLabelValues("finished.trace")) == 3
 	})
-	_, body := get(t, "http://"+a.HTTPAddr().String()+"/metrics", "")
+	code, body := get(t, "http://"+a.HTTPAddr().String()+"/metrics", "")
+	if code != 200 {
+		t.Fatalf("/metrics = %d %s", code, body)
+	}
+	return body
+}
+
+// TestMetricsGolden: /metrics of a gateway in a fixed state
+// (fixedStateScrape) matches testdata/metrics.golden: every family's name,
+// help, type and labels, and every counter's value, including the ones
+// still at 0. go test ./internal/app -run TestMetricsGolden -update
+// rewrites it.
+func TestMetricsGolden(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a gateway against the emulator")
+	}
+	body := fixedStateScrape(t)
 	got, runtime := normalize(t, body)
 	if !runtime {
 		t.Errorf("/metrics lacks the go_* or process_* families:\n%s", body)
