@@ -33,11 +33,16 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/app"
 	"github.com/plantgate/plantgate/internal/buildinfo"
 	"github.com/plantgate/plantgate/internal/config"
+	"github.com/plantgate/plantgate/internal/flow"
 	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/queue"
 	"github.com/plantgate/plantgate/internal/sdnotify"
@@ -201,49 +206,115 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		log.Warn().Str(logging.FieldPath, w.Pos.String()).Msg(w.Msg)
 	}
+	return runGateway(*cfgPath, cfg, flows, log, stderr)
+}
+
+// runGateway runs cfg until SIGTERM or SIGINT, reloading on SIGHUP.
+//
+//   - SIGTERM/SIGINT: sources stop, deliveries finish within
+//     gateway.drain_timeout, the queue closes. Stopping never waits
+//     longer than drain_timeout plus a margin, whatever a source does (a
+//     stdin source blocked in a read, a terminal); a second signal ends
+//     the process at once. Every record is in the fsync'd queue, so
+//     nothing is lost either way.
+//   - SIGHUP: the file is loaded and checked first. A config that does not
+//     load leaves the running one in place, with the reason on the status
+//     page and in /readyz ("degraded"). A changed config stops the gateway
+//     gracefully and starts the new one on the same queue; if the new one
+//     fails to start, the previous config is started again.
+//   - systemd: READY=1 once serving, RELOADING=1 during a reload,
+//     STOPPING=1 when stopping, and WATCHDOG=1 every half WatchdogSec
+//     while the queue is usable.
+func runGateway(cfgPath string, cfg *config.Config, flows []*flow.Flow, log zerolog.Logger, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+
+	var cur atomic.Pointer[app.App]
+	if iv := sdnotify.WatchdogInterval(); iv > 0 {
+		go func() {
+			t := time.NewTicker(iv / 2)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if a := cur.Load(); a != nil && a.Alive() != nil {
+					log.Error().Err(a.Alive()).Msg("watchdog: the queue is not usable; not notifying systemd")
+					continue
+				}
+				_, _ = sdnotify.Notify(sdnotify.Watchdog)
+			}
+		}()
+	}
+	reloadErr := ""
+	var prev *config.Config
+	var prevFlows []*flow.Flow
 	for {
 		// Each pass runs one config until SIGTERM (return) or a SIGHUP
 		// with a changed, valid config (stop gracefully, start the new one).
 		runCtx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- app.New(cfg, flows, log).Run(runCtx) }()
+		a := app.New(cfg, flows, log)
+		a.SetReloadError(reloadErr)
+		cur.Store(a)
+		go func() { done <- a.Run(runCtx) }()
 		var err error
+		reloaded := false
 	wait:
 		for {
 			select {
 			case err = <-done:
 				break wait
+			case <-ctx.Done():
+				// A second signal now ends the process at once.
+				stop()
+				err = waitBounded(done, cfg.Gateway.DrainTimeout.D()+5*time.Second, log)
+				break wait
 			case <-hup:
-				ncfg, nflows, lerr := app.LoadConfig(*cfgPath)
+				ncfg, nflows, lerr := app.LoadConfig(cfgPath)
 				switch {
 				case lerr != nil:
-					log.Error().Str(logging.FieldPath, *cfgPath).Str(logging.FieldReason, lerr.Error()).Msg("reload rejected; the running config stays")
+					reloadErr = lerr.Error()
+					a.SetReloadError(reloadErr)
+					log.Error().Str(logging.FieldPath, cfgPath).Str(logging.FieldReason, lerr.Error()).Msg("reload rejected; the running config stays")
 				case ncfg.Checksum == cfg.Checksum:
+					reloadErr = ""
+					a.SetReloadError("")
 					log.Info().Msg("reload: config unchanged")
 				default:
 					log.Info().Msg("reload: applying the new config")
-					_, _ = sdnotify.Notify(sdnotify.Reloading)
+					_, _ = sdnotify.Notify(sdnotify.ReloadingNow())
+					a.SetReloading()
 					cancel()
-					if err = <-done; err != nil {
+					if err = waitBounded(done, cfg.Gateway.DrainTimeout.D()+5*time.Second, log); err != nil {
 						break wait
 					}
+					prev, prevFlows = cfg, flows
 					cfg, flows = ncfg, nflows
+					reloadErr = ""
 					for _, w := range cfg.Warnings {
 						log.Warn().Str(logging.FieldPath, w.Pos.String()).Msg(w.Msg)
 					}
-					done = nil
+					reloaded = true
 					break wait
 				}
 			}
 		}
 		cancel()
-		if done == nil && err == nil && ctx.Err() == nil {
-			continue // reloaded
+		if reloaded && ctx.Err() == nil {
+			continue
+		}
+		if err != nil && prev != nil && ctx.Err() == nil && !a.WasReady() {
+			// The new config failed to start: run the previous one again.
+			reloadErr = "the new config failed to start: " + err.Error()
+			log.Error().Err(err).Msg("reload: the new config failed to start; starting the previous config again")
+			cfg, flows, prev, prevFlows = prev, prevFlows, nil, nil
+			continue
 		}
 		if err != nil {
 			log.Error().Err(err).Msg("gateway failed")
@@ -256,5 +327,19 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			return exitFailure
 		}
 		return exitOK
+	}
+}
+
+// errStopTimeout: the gateway did not stop in time.
+var errStopTimeout = errors.New("the gateway did not stop within drain_timeout and a 5 s margin; exiting anyway (the queue is fsync'd, nothing is lost)")
+
+// waitBounded waits for Run to return, at most d.
+func waitBounded(done <-chan error, d time.Duration, log zerolog.Logger) error {
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		log.Error().Msg(errStopTimeout.Error())
+		return errStopTimeout
 	}
 }

@@ -98,9 +98,10 @@ type App struct {
 	phase     string
 	reloadErr string
 	// paused holds the flows an operator paused (admin.go).
-	paused   map[string]bool
-	httpAddr net.Addr
-	audit    *auditLog
+	paused     map[string]bool
+	servedOnce bool
+	httpAddr   net.Addr
+	audit      *auditLog
 }
 
 type componentState struct {
@@ -125,7 +126,13 @@ func New(cfg *config.Config, flows []*flow.Flow, log zerolog.Logger) *App {
 
 func (a *App) setPhase(p string) {
 	a.mu.Lock()
+	if a.phase == phaseReloading && p == phaseStopping {
+		p = phaseReloading
+	}
 	a.phase = p
+	if p == phaseRunning {
+		a.servedOnce = true
+	}
 	a.mu.Unlock()
 }
 
@@ -172,7 +179,9 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return queueOpenError(a.cfg, err)
 	}
+	a.mu.Lock()
 	a.store = store
+	a.mu.Unlock()
 	auditPath := a.cfg.HTTP.AuditLog
 	if auditPath == "" {
 		auditPath = filepath.Join(a.cfg.Gateway.DataDir, "audit.log")
@@ -353,12 +362,26 @@ func (a *App) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-fatal:
 	}
-	_, _ = sdnotify.Notify(sdnotify.Stopping)
+	a.mu.Lock()
+	reloading := a.phase == phaseReloading
+	a.mu.Unlock()
+	if !reloading {
+		_, _ = sdnotify.Notify(sdnotify.Stopping)
+	}
 	a.log.Info().Msg("gateway stopping")
 	a.setPhase(phaseStopping)
+	// Sources and runners stop together, so stopping takes drain_timeout
+	// at most: runners lease nothing new and finish their batches within
+	// it; what a source still appends meanwhile stays queued for the next
+	// start. A source blocked where cancelling cannot reach it (a read of
+	// standard input from a terminal or a pipe) is left behind after
+	// drain_timeout: it holds nothing unacknowledged, and what it emits
+	// later is refused by the closed queue.
 	stopSources()
-	sourcesWG.Wait()
 	stopRunners()
+	if !waitGroupFor(&sourcesWG, a.cfg.Gateway.DrainTimeout.D()) {
+		a.log.Warn().Dur("drain_timeout", a.cfg.Gateway.DrainTimeout.D()).Msg("a source did not stop within drain_timeout (blocked reading standard input?); stopping without it")
+	}
 	runnersWG.Wait()
 	if srv != nil {
 		_ = os.Remove(AddrFile(a.cfg))
@@ -488,6 +511,21 @@ func (a *App) runSource(ctx context.Context, name string, pc *config.Plugin, src
 			return
 		}
 		a.setComponent("source", name, pc.Type, true, nil, nil)
+	}
+}
+
+// waitGroupFor waits for wg at most d and reports whether it finished.
+func waitGroupFor(wg *sync.WaitGroup, d time.Duration) bool {
+	ch := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(ch)
+	}()
+	select {
+	case <-ch:
+		return true
+	case <-time.After(d):
+		return false
 	}
 }
 

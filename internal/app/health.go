@@ -279,3 +279,33 @@ func (a *App) sinkOfStream(stream string) string {
 	}
 	return ""
 }
+
+// SetReloadError records why the last reload was refused ("" clears it);
+// Health shows it until a reload succeeds.
+func (a *App) SetReloadError(msg string) {
+	a.mu.Lock()
+	a.reloadErr = msg
+	a.mu.Unlock()
+}
+
+// SetReloading marks the gateway as stopping for a reload.
+func (a *App) SetReloading() { a.setPhase(phaseReloading) }
+
+// WasReady reports whether Run got as far as serving.
+func (a *App) WasReady() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.servedOnce
+}
+
+// Alive reports whether the gateway can still do its work: the queue is
+// open and usable. It feeds the systemd watchdog.
+func (a *App) Alive() error {
+	a.mu.Lock()
+	s := a.store
+	a.mu.Unlock()
+	if s == nil {
+		return nil // starting
+	}
+	return s.Healthy()
+}

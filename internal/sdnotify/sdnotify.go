@@ -1,37 +1,46 @@
-// Package sdnotify sends systemd service notifications (READY=1,
-// STOPPING=1, RELOADING=1, WATCHDOG=1) over $NOTIFY_SOCKET without cgo.
+// Package sdnotify tells systemd about the gateway's lifecycle (READY=1,
+// RELOADING=1, STOPPING=1, WATCHDOG=1) through coreos/go-systemd's daemon
+// package. It adds only the RELOADING=1 timestamp that Type=notify-reload
+// units expect, which that package does not build.
 package sdnotify
 
 import (
-	"net"
-	"os"
+	"strconv"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
 )
 
 // Notification states.
 const (
-	Ready     = "READY=1"
-	Stopping  = "STOPPING=1"
-	Reloading = "RELOADING=1"
-	Watchdog  = "WATCHDOG=1"
+	Ready     = daemon.SdNotifyReady
+	Stopping  = daemon.SdNotifyStopping
+	Reloading = daemon.SdNotifyReloading
+	Watchdog  = daemon.SdNotifyWatchdog
 )
 
 // Notify sends state to systemd. It returns false, nil when not running
 // under systemd (no $NOTIFY_SOCKET).
-func Notify(state string) (bool, error) {
-	addr := os.Getenv("NOTIFY_SOCKET")
-	if addr == "" {
-		return false, nil
+func Notify(state string) (bool, error) { return daemon.SdNotify(false, state) }
+
+// ReloadingNow is the RELOADING=1 notification with the MONOTONIC_USEC
+// timestamp systemd expects beside it.
+func ReloadingNow() string {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return Reloading
 	}
-	if addr[0] == '@' {
-		addr = "\x00" + addr[1:]
-	}
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	return Reloading + "\nMONOTONIC_USEC=" + strconv.FormatInt(ts.Nano()/1000, 10)
+}
+
+// WatchdogInterval returns systemd's watchdog interval for this process
+// (WatchdogSec= in the unit), or 0 when there is none. The process must
+// send Watchdog more often than that.
+func WatchdogInterval() time.Duration {
+	d, err := daemon.SdWatchdogEnabled(false)
 	if err != nil {
-		return false, err
+		return 0
 	}
-	defer func() { _ = conn.Close() }()
-	if _, err := conn.Write([]byte(state)); err != nil {
-		return false, err
-	}
-	return true, nil
+	return d
 }
