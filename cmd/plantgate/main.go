@@ -67,7 +67,7 @@ Usage:
   plantgate flow test -c FILE --flow NAME (--payload FILE | --message JSON) [--topic T] [--json]
                                      what a flow makes of one message and what it would send; sends nothing
   plantgate version                  print the version
-` + queueUsage + dmfUsage + `  plantgate COMMAND --help           help on a command; needs no config
+` + queueUsage + dmfUsage + opcuaUsage + `  plantgate COMMAND --help           help on a command; needs no config
 
 Exit codes: 0 ok, 1 failure (a peer check failed, a message that would not be
 delivered), 2 usage, 75 queue locked by a running gateway, 78 config error.
@@ -117,6 +117,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDMF(args[1:], stdout, stderr)
 	case "flow":
 		return cmdFlow(args[1:], stdout, stderr)
+	case "opcua":
+		return cmdOPCUA(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

@@ -280,6 +280,10 @@ func TestGopcuaHangRebuildsSubscription(t *testing.T) {
 	g := newGateway(t, t.TempDir(), "endpoint: "+endpointVia(p, "")+"\nsecurity: {policy: None, mode: None}\n"+fastTimers+lineNodes(opcuasim.DefaultNamespace))
 	g.start()
 	eventually(t, 10*time.Second, "the baseline", func() bool { return goodValue(g) == uint32(100) })
+	eventually(t, 10*time.Second, "a publish response", func() bool {
+		at, _ := g.status()["subscription"].(map[string]any)["last_publish_at"].(time.Time)
+		return !at.IsZero()
+	})
 	p.freeze(true)
 	sim.Set(opcuasim.Good, uint32(120))
 	eventually(t, 20*time.Second, "the watchdog", func() bool { return g.status()["watchdog_rebuilds"].(int64) >= 1 })

@@ -155,7 +155,7 @@ type UntrustedError struct {
 func (e *UntrustedError) Error() string {
 	s := fmt.Sprintf("server certificate %q (SHA-256 %s) %s", e.Subject, e.Fingerprint, e.Reason)
 	if e.FiledAs != "" {
-		s += "; filed as " + e.FiledAs + " (trust it with: plantgate opcua trust -c CONFIG --source NAME " + filepath.Base(e.FiledAs) + ")"
+		s += "; filed as " + e.FiledAs + "; to trust it: plantgate opcua trust (-c CONFIG --source NAME | --pki DIR) " + filepath.Base(e.FiledAs)
 	}
 	return s
 }
