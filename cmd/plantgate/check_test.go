@@ -108,7 +108,7 @@ func TestCheckConfigRefusesWhatRunNeeds(t *testing.T) {
 		{"data-dir-is-a-file.yaml", ":3:13: gateway.data_dir: " + dir + "/a-file is not a directory"},
 		{"recorder-path.yaml", ":7:11: sinks.out.path: file " + dir + "/a-file/trace.jsonl cannot be created: " + dir + "/a-file is not a directory"},
 		{"dmf-manifest-template.yaml", ":13:24: sinks.dmf.manifest_template: file " + dir + "/missing-manifest.xml does not exist"},
-		{"dmf-no-legal-entity.yaml", ":7:3: sinks.dmf: no legal entity: set legal_entity on the sink or company on the fo environment prod"},
+		{"dmf-no-legal-entity.yaml", ":7:3: sinks.dmf: sink dmf cannot start: no legal entity: set legal_entity on the sink or company on the fo environment"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			path := filepath.Join("testdata", "checkconfig", tc.file)

@@ -46,7 +46,7 @@ func plantgateBinary(t *testing.T) string {
 		}
 		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "plantgate"), ".").CombinedOutput()
 		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+			binErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
 	if binErr != nil {
@@ -124,6 +124,8 @@ func TestRunExitCodes(t *testing.T) {
 	}{
 		{"config problem at load", func(*testing.T) string { return "testdata/checkconfig/missing-cert.yaml" }, exitConfig,
 			[]string{"missing-cert.yaml:7:23: fo.prod.certificate_file: file", "does not exist"}},
+		{"a sink its plugin refuses", func(*testing.T) string { return "testdata/checkconfig/dmf-no-legal-entity.yaml" }, exitConfig,
+			[]string{"dmf-no-legal-entity.yaml:7:3: sinks.dmf: sink dmf cannot start: no legal entity"}},
 		{"http address in use", func(t *testing.T) string { return config(t, t.TempDir(), busy.Addr().String(), "retry") }, exitConfig,
 			[]string{": http.listen: listen on " + busy.Addr().String(), "address already in use", "another program holds the port; stop it or change http.listen"}},
 		{"queue file unreadable", func(t *testing.T) string {

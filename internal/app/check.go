@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/config"
@@ -16,6 +17,7 @@ import (
 	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/pipeline"
 	"github.com/plantgate/plantgate/internal/queue"
+	"github.com/plantgate/plantgate/plugins/inputs"
 	"github.com/plantgate/plantgate/plugins/outputs"
 )
 
@@ -76,18 +78,55 @@ func LoadConfigOptions(path string, opts config.Options) (*config.Config, []*flo
 }
 
 // StartChecks builds what the gateway builds from the config before it
-// opens the queue and reports every failure as a config problem: each F&O
-// environment (its credentials, certificate and key, ca_file), as the
-// sinks will build it. It does no network I/O.
+// opens the queue, and reports every failure as a config problem: each
+// F&O environment (its credentials, certificate and key, ca_file), then
+// each sink and source with its plugin's New, as Run does but without a
+// queue (no state, no record bookkeeping), so a plugin that refuses its
+// settings (a TLS file, a DMF sink without a legal entity) is refused
+// here at its position. New does no network I/O.
 func StartChecks(cfg *config.Config) []config.Problem {
 	var probs []config.Problem
+	reg := d365.NewRegistry(cfg.FO, d365.Options{Log: zerolog.Nop()})
+	defer reg.CloseIdleConnections()
 	for _, name := range cfg.FOOrder {
-		e, err := d365.NewEnv(name, cfg.FO[name], d365.Options{Log: zerolog.Nop()})
-		if err != nil {
+		if _, err := reg.Env(name); err != nil {
 			probs = append(probs, config.Problem{Pos: cfg.FO[name].Pos, Msg: err.Error()})
-			continue
 		}
-		e.CloseIdleConnections()
+	}
+	if len(probs) > 0 {
+		return probs
+	}
+	build := func(kind, name string, pc *config.Plugin) {
+		env := pipeline.Env{Name: name, Log: zerolog.Nop(), Metrics: prometheus.NewRegistry(), Now: time.Now,
+			GatewayID: cfg.Gateway.ID, Flows: FlowsOf(cfg, kind, name), Resolve: reg.Resolve}
+		var p any
+		var err error
+		if kind == "sink" {
+			f, ok := outputs.Lookup(pc.Type)
+			if !ok {
+				return
+			}
+			p, err = f.New(pc.Settings, env)
+		} else {
+			f, ok := inputs.Lookup(pc.Type)
+			if !ok {
+				return
+			}
+			p, err = f.New(pc.Settings, env)
+		}
+		if err != nil {
+			probs = append(probs, pluginProblem(pc, kind, name, err))
+			return
+		}
+		if c, ok := p.(pipeline.Closer); ok {
+			_ = c.Close(context.Background())
+		}
+	}
+	for _, name := range cfg.SinkOrder {
+		build("sink", name, cfg.Sinks[name])
+	}
+	for _, name := range cfg.SourceOrder {
+		build("source", name, cfg.Sources[name])
 	}
 	return probs
 }
@@ -100,7 +139,11 @@ func configError(cfg *config.Config, path string, err error) error {
 // pluginError makes the failure to build a source or sink a config
 // problem at the plugin.
 func pluginError(pc *config.Plugin, kind, name string, err error) error {
-	return config.Errors{{Pos: pc.Pos, Msg: fmt.Sprintf("%s %s cannot start: %v", kind, name, err)}}
+	return config.Errors{pluginProblem(pc, kind, name, err)}
+}
+
+func pluginProblem(pc *config.Plugin, kind, name string, err error) config.Problem {
+	return config.Problem{Pos: pc.Pos, Msg: fmt.Sprintf("%s %s cannot start: %v", kind, name, err)}
 }
 
 // queueOpenError classifies a failure to open the queue: a lock held by

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/codec"
@@ -118,10 +119,10 @@ func FlowTest(cfg *config.Config, flows []*flow.Flow, name string, in FlowTestIn
 	}
 	in.Time = in.Time.UTC()
 	res := &FlowTestResult{Flow: fl.Name, Source: fl.Source, SourceType: src.Type, Topic: in.Topic, Received: in.Time}
-	msg, err := previewMessage(fl.Source, src, in)
-	if err != nil {
+	msg, notReceived := previewMessage(fl.Source, src, in)
+	if notReceived != "" {
 		// The source would never hand the message to a flow.
-		res.Why = err.Error()
+		res.Why = notReceived
 		return res, nil
 	}
 	res.Payload = msg.Payload
@@ -147,7 +148,7 @@ func FlowTest(cfg *config.Config, flows []*flow.Flow, name string, in FlowTestIn
 			return nil, pluginError(pc, "sink", sn, fmt.Errorf("unknown sink type %q", pc.Type))
 		}
 		s, err := f.New(pc.Settings, pipeline.Env{
-			Name: sn, Log: zerolog.Nop(), Now: time.Now, GatewayID: cfg.Gateway.ID,
+			Name: sn, Log: zerolog.Nop(), Metrics: prometheus.NewRegistry(), Now: time.Now, GatewayID: cfg.Gateway.ID,
 			Flows: FlowsOf(cfg, "sink", sn), Resolve: reg.Resolve,
 		})
 		if err != nil {
@@ -177,7 +178,8 @@ func FlowTest(cfg *config.Config, flows []*flow.Flow, name string, in FlowTestIn
 // previewMessage is the message source emits for in: decoded by the
 // source's settings where they can (pipeline.MessagePreviewer), else by
 // the source's Redecoder (a source built without a queue), else as JSON.
-func previewMessage(name string, pc *config.Plugin, in FlowTestInput) (pipeline.Message, error) {
+// notReceived says why the source would never emit it (its topic).
+func previewMessage(name string, pc *config.Plugin, in FlowTestInput) (m pipeline.Message, notReceived string) {
 	meta := map[string]any{}
 	if in.Topic != "" {
 		meta["topic"] = in.Topic
@@ -185,14 +187,14 @@ func previewMessage(name string, pc *config.Plugin, in FlowTestInput) (pipeline.
 	if mp, ok := pc.Settings.(pipeline.MessagePreviewer); ok {
 		m, err := mp.PreviewMessage(in.Topic, in.Payload, in.Time)
 		if err != nil {
-			return m, fmt.Errorf("source %s: %w", name, err)
+			return m, fmt.Sprintf("source %s: %v", name, err)
 		}
-		return m, nil
+		return m, ""
 	}
-	m := pipeline.Message{Raw: in.Payload, Meta: meta, Time: in.Time}
+	m = pipeline.Message{Raw: in.Payload, Meta: meta, Time: in.Time}
 	var dec pipeline.Redecoder
 	if f, ok := inputs.Lookup(pc.Type); ok {
-		if s, err := f.New(pc.Settings, pipeline.Env{Name: name, Log: zerolog.Nop(), Now: time.Now}); err == nil {
+		if s, err := f.New(pc.Settings, pipeline.Env{Name: name, Log: zerolog.Nop(), Metrics: prometheus.NewRegistry(), Now: time.Now}); err == nil {
 			dec, _ = s.(pipeline.Redecoder)
 			if c, ok := s.(pipeline.Closer); ok {
 				defer func() { _ = c.Close(context.Background()) }()
@@ -202,14 +204,19 @@ func previewMessage(name string, pc *config.Plugin, in FlowTestInput) (pipeline.
 	if dec == nil {
 		d, err := codec.New(codec.Options{})
 		if err != nil {
-			return m, err
+			m.DecodeErr = err
+			return m, ""
 		}
-		m.Payload, m.DecodeErr = d.Decode(in.Payload)
-		return m, nil
+		dec = jsonDecoder{d}
 	}
 	m.Payload, m.DecodeErr = dec.Redecode(in.Payload, meta)
-	return m, nil
+	return m, ""
 }
+
+// jsonDecoder decodes as JSON what no source decoder is known for.
+type jsonDecoder struct{ d codec.Decoder }
+
+func (j jsonDecoder) Redecode(raw []byte, _ map[string]any) (any, error) { return j.d.Decode(raw) }
 
 // previewRegistry holds the F&O environments of cfg for previews: their
 // URLs and companies, but no credentials, certificates or CA (nothing is

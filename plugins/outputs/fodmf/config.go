@@ -9,7 +9,6 @@ import (
 
 	"github.com/robfig/cron/v3"
 
-	"github.com/plantgate/plantgate/internal/config"
 	"github.com/plantgate/plantgate/internal/d365/dmfpackage"
 	"github.com/plantgate/plantgate/internal/pipeline"
 )
@@ -197,15 +196,6 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// ValidateConfig implements config.ConfigValidator: the sink needs a
-// legal entity, its own or its environment's company.
-func (c *Config) ValidateConfig(cfg *config.Config) []error {
-	if env := cfg.FO[c.Env]; c.LegalEntity == "" && env != nil && env.Company == "" {
-		return []error{errors.New("no legal entity: set legal_entity on the sink or company on the fo environment " + c.Env)}
-	}
-	return nil
 }
 
 func contains(list []string, s string) bool {
