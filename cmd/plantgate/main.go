@@ -177,9 +177,10 @@ const runHelp = `Usage:
 Runs the gateway until SIGTERM; SIGHUP reloads the config when it changed
 and is valid. Exit 75 when another gateway holds the queue; 78 when the
 config is refused, at load or by what the gateway builds at start (data
-dir, queue file, a plugin that cannot start, an HTTP address that cannot be
-listened on, also one in use: restarting does not free it); 1 for other
-failures (a startup: error probe that fails), which systemd retries.
+dir, queue file, a plugin that cannot start, an HTTP or startup: error
+embedded broker address that cannot be listened on, also one in use:
+restarting does not free it); 1 for other failures (a startup: error probe
+that fails), which systemd retries.
 `
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {

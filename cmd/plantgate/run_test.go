@@ -144,6 +144,15 @@ func TestRunExitCodes(t *testing.T) {
 			t.Cleanup(func() { _ = s.Close() })
 			return config(t, dir, "127.0.0.1:0", "retry")
 		}, exitTempFail, nil},
+		{"embedded broker address in use", func(t *testing.T) string {
+			return writeConfig(t, fmt.Sprintf(`gateway: {id: t, data_dir: %s}
+http: {listen: "127.0.0.1:0"}
+sources:
+  mes: {type: mqtt, startup: error, embedded: {listen: "%s", allow_anonymous: true}}
+flows: {f: {from: mes, id: payload.id, to: out}}
+sinks: {out: {type: recorder}}
+`, t.TempDir(), busy.Addr().String()))
+		}, exitConfig, []string{":4:", "sources.mes.embedded.listen: source mes: embedded broker listen on " + busy.Addr().String(), "address already in use: another program holds the port"}},
 		{"startup probe fails", func(t *testing.T) string { return config(t, t.TempDir(), "127.0.0.1:0", "error") }, exitFailure,
 			[]string{}},
 	} {

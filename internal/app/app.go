@@ -361,6 +361,7 @@ func (a *App) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case runErr = <-fatal:
+		runErr = sourceStartError(a.cfg, runErr)
 	}
 	a.mu.Lock()
 	reloading := a.phase == phaseReloading

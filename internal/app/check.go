@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"syscall"
 	"time"
@@ -163,6 +164,27 @@ func listenError(cfg *config.Config, err error) error {
 		err = fmt.Errorf("%w: another program holds the port; stop it or change http.listen", err)
 	}
 	return configError(cfg, "http.listen", err)
+}
+
+// sourceStartError makes the failure of a startup: error source whose
+// embedded listener cannot listen (its address in use, or not of this
+// host) a config problem at its listen field, as for http.listen; any
+// other failure stays as it is (a broker that does not answer: exit 1,
+// systemd tries again).
+func sourceStartError(cfg *config.Config, err error) error {
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "listen" {
+		return err
+	}
+	for _, name := range cfg.SourceOrder {
+		if strings.HasPrefix(err.Error(), "source "+name+": ") {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				err = fmt.Errorf("%w: another program holds the port; stop it or change the listen address", err)
+			}
+			return configError(cfg, "sources."+name+".embedded.listen", err)
+		}
+	}
+	return err
 }
 
 // httpStartError makes a failure to start the HTTP server a config
