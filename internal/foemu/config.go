@@ -111,6 +111,9 @@ type Config struct {
 	SeedFile string `yaml:"seed_file" json:"seed_file,omitempty"`
 	// Faults are injected from the start (see Faults).
 	Faults Faults `yaml:"faults" json:"faults"`
+	// Events configures the business events the emulator sends (see
+	// EventsConfig).
+	Events EventsConfig `yaml:"events" json:"events"`
 	// Snapshot saves the state to DATA-DIR/state.json on shutdown and
 	// restores it on start.
 	Snapshot bool `yaml:"snapshot" json:"snapshot"`
@@ -383,6 +386,7 @@ func (c *Config) applyDefaults() {
 		o.BatchWriteErrorStatus = 500
 	}
 	c.Throttling.applyDefaults()
+	c.Events.applyDefaults()
 	m := &c.MES
 	if m.Attempts == 0 {
 		m.Attempts = 3
@@ -522,6 +526,9 @@ func (c *Config) prepare() error {
 		}
 	}
 	if err := c.Throttling.validate(d, p("throttling")); err != nil {
+		return err
+	}
+	if err := c.Events.validate(d, p("events")); err != nil {
 		return err
 	}
 	for _, x := range []struct {

@@ -28,7 +28,7 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"endpoints": []string{
 			"GET /_emulator/records", "GET /_emulator/records/{EntitySet}", "GET /_emulator/messages",
 			"GET /_emulator/executions", "GET /_emulator/executions/{executionId}", "GET /_emulator/production-orders",
-			"GET /_emulator/stats", "GET|POST|DELETE /_emulator/faults", "POST /_emulator/reset", "GET /_emulator/config",
+			"GET /_emulator/stats", "GET|POST|DELETE /_emulator/faults", "GET /_emulator/events", "GET|POST|DELETE /_emulator/events/config", "POST /_emulator/reset", "GET /_emulator/config",
 		}})
 	case head == "records" && rest == "" && get:
 		e.mu.Lock()
@@ -76,6 +76,8 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, e.cfg)
 	case head == "faults" && rest == "":
 		e.serveFaults(w, r)
+	case head == "events":
+		e.serveEvents(w, r, rest)
 	case head == "reset" && rest == "" && r.Method == http.MethodPost:
 		if err := e.Reset(); err != nil {
 			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})

@@ -43,7 +43,10 @@ type Emulator struct {
 	prod       map[string]*prodState
 	queued     []*Message // messages in state Queued, in order of arrival
 	msgSeq     int64
-	gen        int64 // bumped by Reset
+	gen        int64             // bumped by Reset
+	orderSeen  map[string]string // production order statuses last seen, for business events
+
+	ev eventHub
 
 	throttle *throttler
 	faults   *faultSet
@@ -99,6 +102,7 @@ func New(cfg Config) (*Emulator, error) {
 	if err := e.resetState(); err != nil {
 		return nil, err
 	}
+	e.ev.cfg = cfg.Events
 	return e, nil
 }
 
@@ -117,6 +121,7 @@ func (e *Emulator) resetState() error {
 	e.executions = map[string]*Execution{}
 	e.execOrder = nil
 	e.prod = map[string]*prodState{}
+	e.orderSeen = e.orderStatuses()
 	return nil
 }
 
@@ -143,6 +148,10 @@ func (e *Emulator) Start(ln net.Listener) error {
 		return err
 	}
 	e.blobs = blobs
+	if err := e.SetEventsConfig(e.cfg.Events); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	if e.cfg.Snapshot {
 		if err := e.loadSnapshot(); err != nil {
 			_ = ln.Close()
@@ -226,6 +235,7 @@ func (e *Emulator) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		e.wg.Wait()
+		e.ev.wg.Wait()
 		close(done)
 	}()
 	select {
@@ -425,6 +435,10 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			defer release()
 		}
 		waitDelay(r, delay)
+		if r.Method != http.MethodGet && route != RouteMES {
+			// A write may change a production order's status: business events.
+			defer e.noteOrderChanges()
+		}
 		switch route {
 		case RouteOData:
 			e.serveOData(rec, r, cl)

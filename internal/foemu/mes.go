@@ -542,10 +542,37 @@ func (e *Emulator) readyMessages(now time.Time, n int) ([]*Message, time.Time) {
 	return ready, next
 }
 
-// processMessage runs one attempt.
+// processMessage runs one attempt and raises the business events of its
+// outcome (the message's result, production order status changes).
 func (e *Emulator) processMessage(m *Message) {
+	e.ev.mu.Lock()
+	cfg := e.ev.cfg
+	e.ev.mu.Unlock()
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	before := m.State
+	e.processMessageLocked(m)
+	var evs []map[string]any
+	if before == MessageQueued && (m.State == MessageProcessed || m.State == MessageFailed) {
+		evs = append(evs, e.messageEvent(m, cfg))
+		evs = append(evs, e.orderChangesLocked(cfg)...)
+	}
+	e.mu.Unlock()
+	e.raise(evs)
+}
+
+// noteOrderChanges raises business events for production orders whose
+// status changed since they were last seen.
+func (e *Emulator) noteOrderChanges() {
+	e.ev.mu.Lock()
+	cfg := e.ev.cfg
+	e.ev.mu.Unlock()
+	e.mu.Lock()
+	evs := e.orderChangesLocked(cfg)
+	e.mu.Unlock()
+	e.raise(evs)
+}
+
+func (e *Emulator) processMessageLocked(m *Message) {
 	m.inflight = false
 	if m.gen != e.msgGen() || m.State != MessageQueued {
 		return
