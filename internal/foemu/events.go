@@ -204,7 +204,7 @@ func (e *Emulator) messageEvent(m *Message, cfg EventsConfig) map[string]any {
 		"MessageState": string(m.State), "MessageStateLabel": string(m.State),
 		"MessageProcessingResult": result, "MessageProcessingResultLabel": result,
 		"MessageInfolog": m.Infolog, "MessageSourceCompanyId": m.Company, "MessageDestinationCompanyId": m.Company,
-		"MessageId": m.ID,
+		"MessageId":                      m.ID,
 		"MessageProcessorMessagePageUrl": e.baseURL + "/?mi=SysMessageProcessorMessage&MessageId=" + strconv.FormatInt(m.ID, 10),
 	}
 }
