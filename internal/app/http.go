@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/plantgate/plantgate/internal/buildinfo"
+	"github.com/plantgate/plantgate/internal/certexpiry"
 	"github.com/plantgate/plantgate/internal/config"
 	"github.com/plantgate/plantgate/internal/flow"
 	"github.com/plantgate/plantgate/internal/logging"
@@ -40,6 +41,7 @@ func (a *App) startHTTP() (*http.Server, error) {
 			return nil, fmt.Errorf("http.tls: %w", err)
 		}
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		_ = certexpiry.For(a.reg).SetFile("http", "listener", certexpiry.UseServer, t.CertFile) // read just above
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
 	// The CLI finds a running gateway's API here (the port may be 0 in

@@ -2,19 +2,24 @@ package app
 
 import (
 	"bufio"
+	"crypto/tls"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/plantgate/plantgate/internal/certexpiry"
 	"github.com/plantgate/plantgate/internal/foemu"
 	"github.com/plantgate/plantgate/internal/foemu/foemutest"
 )
@@ -345,4 +350,33 @@ func describedFamilies(reg *prometheus.Registry) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestHTTPCertificateExpiryExported: with http.tls the listener's
+// certificate expiry is on /metrics, for PlantgateCertificateExpiring.
+func TestHTTPCertificateExpiryExported(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSigned(t, dir)
+	body := withHTTP(fmt.Sprintf(testConfig, dir), fmt.Sprintf("  tls: {cert_file: %s, key_file: %s}\n", certFile, keyFile))
+	a, cancel, done := startAppWith(t, dir, body)
+	defer func() { cancel(); <-done }()
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := certexpiry.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}}, Timeout: 5 * time.Second}
+	resp, err := c.Get("https://" + a.HTTPAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	scrape, _ := io.ReadAll(resp.Body)
+	want := fmt.Sprintf(`plantgate_certificate_expiry_timestamp_seconds{component="http",name="listener",use="server_certificate"} %g`, float64(certs[0].NotAfter.Unix()))
+	if !strings.Contains(string(scrape), want+"\n") {
+		t.Errorf("/metrics lacks %s:\n%s", want, scrape)
+	}
 }
