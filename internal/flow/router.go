@@ -419,7 +419,7 @@ func (f *Flow) apply(source string, m pipeline.Message) (rec pipeline.Record, ok
 	if f.when != nil {
 		v, err := vm.Run(f.when, env)
 		if err != nil {
-			return rec, false, &evalErr{field: "when", src: f.cfg.When.Src, err: err}
+			return rec, false, &evalErr{field: "when", src: f.cfg.When.Src, err: notCondition(err)}
 		}
 		if b, _ := v.(bool); !b {
 			return rec, false, nil

@@ -3,6 +3,7 @@ package flow
 import (
 	"errors"
 	"fmt"
+	"regexp"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -87,6 +88,19 @@ func (f *Flow) whyNot(source string, m pipeline.Message) string {
 		}
 	}
 	return why
+}
+
+// boolConvRe matches expr's runtime error for a when whose value is not a
+// bool (the expression's type was only known at run time).
+var boolConvRe = regexp.MustCompile(`^invalid operation: bool\((\w+)\)`)
+
+// notCondition explains expr's error for a when that gave something
+// other than true or false.
+func notCondition(err error) error {
+	if m := boolConvRe.FindStringSubmatch(err.Error()); m != nil {
+		return fmt.Errorf("gives %s, not true or false: when must be a condition, such as payload.good > 0", m[1])
+	}
+	return err
 }
 
 // conjuncts splits a && b && c into its parts.
