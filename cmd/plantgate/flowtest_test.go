@@ -2,10 +2,13 @@ package main
 
 import (
 	"flag"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -119,5 +122,49 @@ func TestFlowTestBadInput(t *testing.T) {
 		if code != tc.code || !strings.Contains(errOut, tc.want) {
 			t.Errorf("flow test %v: exit %d, stderr %q; want %d and %q\n%s", tc.args, code, errOut, tc.code, tc.want, out)
 		}
+	}
+}
+
+// TestFlowTestSendsNothing: the real binary, with every HTTP(S) request
+// routed to a proxy the test holds, shows the requests of all three F&O
+// sinks without a single connection to it.
+func TestFlowTestSendsNothing(t *testing.T) {
+	bin := plantgateBinary(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conns := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"--flow", "finished", "--topic", "mes/l/finished", "--message", `{"msg_id":"m","order":"P1","item":"FG","good":1}`},
+		{"--flow", "order-status", "--topic", "mes/l/order", "--message", `{"msg_id":"s","order":"P1","status":"Started"}`},
+		{"--flow", "consumption", "--topic", "mes/l/consumption", "--message", `{"msg_id":"c","order":"P1","item":"RM","qty":1}`},
+	} {
+		cmd := exec.Command(bin, append([]string{"flow", "test", "-c", plantConfig}, args...)...)
+		cmd.Env = append(os.Environ(), "PG_TEST_DIR="+dir, "HTTPS_PROXY=http://"+ln.Addr().String(), "HTTP_PROXY=http://"+ln.Addr().String(), "NO_PROXY=")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "matched:  yes") {
+			t.Fatalf("flow test %v: %v\n%s", args, err, out)
+		}
+	}
+	select {
+	case c := <-conns:
+		_ = c.Close()
+		t.Fatal("flow test opened a connection")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); !os.IsNotExist(err) {
+		t.Errorf("flow test touched the data dir: %v", err)
 	}
 }
