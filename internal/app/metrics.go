@@ -104,10 +104,11 @@ func fullReason(why string) string {
 
 // componentCollector exposes the health model (health.go):
 // plantgate_ready, plantgate_degraded and plantgate_component_up, read
-// from the same Health that /readyz and the status page show.
+// from the same Health that /readyz and the status page show, and
+// plantgate_config_last_reload_successful.
 type componentCollector struct {
-	a               *App
-	up, ready, degr *prometheus.Desc
+	a                       *App
+	up, ready, degr, reload *prometheus.Desc
 }
 
 func newComponentCollector(a *App) *componentCollector {
@@ -115,6 +116,8 @@ func newComponentCollector(a *App) *componentCollector {
 		up:    prometheus.NewDesc("plantgate_component_up", "1 while a source, sink, F&O environment or the queue is up (health model; /readyz).", []string{"component", "instance", "type"}, nil),
 		ready: prometheus.NewDesc("plantgate_ready", "1 while the gateway is ready: every sink can deliver and every source is connected (as /readyz).", nil, nil),
 		degr:  prometheus.NewDesc("plantgate_degraded", "1 while the gateway is ready but has reasons to look at (throttling, records in doubt, dead letters, a refused reload).", nil, nil),
+		reload: prometheus.NewDesc("plantgate_config_last_reload_successful",
+			"0 while the last reload (SIGHUP) was refused and the previous config keeps running; 1 otherwise.", nil, nil),
 	}
 }
 
@@ -122,6 +125,7 @@ func (c *componentCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.up
 	ch <- c.ready
 	ch <- c.degr
+	ch <- c.reload
 }
 
 func (c *componentCollector) Collect(ch chan<- prometheus.Metric) {
@@ -134,6 +138,10 @@ func (c *componentCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, b2f(h.Ready))
 	ch <- prometheus.MustNewConstMetric(c.degr, prometheus.GaugeValue, b2f(h.State == StateDegraded))
+	c.a.mu.Lock()
+	refused := c.a.reloadErr != ""
+	c.a.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(c.reload, prometheus.GaugeValue, b2f(!refused))
 	for _, s := range h.Components {
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, b2f(s.Up), s.Kind, s.Name, s.Type)
 	}

@@ -380,3 +380,27 @@ func TestHTTPCertificateExpiryExported(t *testing.T) {
 		t.Errorf("/metrics lacks %s:\n%s", want, scrape)
 	}
 }
+
+// TestReloadRefusedMetric: plantgate_config_last_reload_successful is 0
+// while the last reload was refused and 1 again once one succeeds.
+func TestReloadRefusedMetric(t *testing.T) {
+	dir := t.TempDir()
+	a, cancel, done := startApp(t, dir)
+	defer func() { cancel(); <-done }()
+	gauge := func(v int) string {
+		return fmt.Sprintf(`
+# HELP plantgate_config_last_reload_successful 0 while the last reload (SIGHUP) was refused and the previous config keeps running; 1 otherwise.
+# TYPE plantgate_config_last_reload_successful gauge
+plantgate_config_last_reload_successful %d
+`, v)
+	}
+	for _, step := range []struct {
+		reloadErr string
+		want      int
+	}{{"", 1}, {"plantgate.yaml:3:5: flows.x.to: unknown sink", 0}, {"", 1}} {
+		a.SetReloadError(step.reloadErr)
+		if err := testutil.GatherAndCompare(a.reg, strings.NewReader(gauge(step.want)), "plantgate_config_last_reload_successful"); err != nil {
+			t.Errorf("reload error %q: %v", step.reloadErr, err)
+		}
+	}
+}
