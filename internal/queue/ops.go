@@ -975,7 +975,10 @@ func (s *Store) pruneIDs() {
 					return err
 				}
 				id := k[8:]
-				if v := ids.Get(id); v != nil && bytes.Equal(v, k[:8]) {
+				// The value starts with its expiry (8 bytes in a version 1
+				// file, then content hash, sequence and first version); an
+				// id seen again since has a later one and stays.
+				if v := ids.Get(id); len(v) >= 8 && bytes.Equal(v[:8], k[:8]) {
 					if err := ids.Delete(id); err != nil {
 						return err
 					}
