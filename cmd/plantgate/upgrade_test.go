@@ -277,10 +277,10 @@ func TestNewerQueueFileRefused(t *testing.T) {
 	if code != exitConfig || !strings.Contains(errOut, "gateway.data_dir") || !strings.Contains(errOut, msg) {
 		t.Errorf("run on a newer file: exit %d\n%s", code, errOut)
 	}
-	for _, cmd := range []string{"stats", "check", "dead", "in-doubt"} {
-		code, _, errOut := runCLI("queue", cmd, "-c", cfgPath)
+	for _, args := range [][]string{{"stats"}, {"check"}, {"dead"}, {"in-doubt"}, {"compact"}, {"release", "--stream", "mes", "--all"}} {
+		code, _, errOut := runCLI(append([]string{"queue", args[0], "-c", cfgPath}, args[1:]...)...)
 		if code != exitFailure || !strings.Contains(errOut, msg) {
-			t.Errorf("queue %s on a newer file: exit %d %s", cmd, code, errOut)
+			t.Errorf("queue %s on a newer file: exit %d %s", args[0], code, errOut)
 		}
 	}
 	if after, _ := os.ReadFile(qpath); !bytes.Equal(before, after) {

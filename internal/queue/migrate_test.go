@@ -155,6 +155,9 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 			t.Errorf("open (read-only %v) of a version 3 file: %v", ro, err)
 		}
 	}
+	if _, _, err := Compact(path, Options{}); !errors.Is(err, ErrSchema) || !strings.Contains(err.Error(), "written by a newer plantgate") {
+		t.Errorf("compact of a version 3 file: %v", err)
+	}
 	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
 		t.Errorf("refusing a newer file changed it")
 	}

@@ -236,6 +236,21 @@ func compactFile(path string, o Options) error {
 		return err
 	}
 	defer func() { _ = src.Close() }()
+	// A file of a newer plantgate is not rewritten: its layout may hold
+	// what this one cannot copy faithfully.
+	if err := src.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return fmt.Errorf("%w: %s is not a plantgate queue (no meta bucket)", ErrCorrupt, path)
+		}
+		v := meta.Get(keySchema)
+		if len(v) == 8 && binary.BigEndian.Uint64(v) < SchemaVersion {
+			return nil // an older file is copied as it is and migrated at Open
+		}
+		return checkSchemaValue(v)
+	}); err != nil {
+		return fmt.Errorf("compact queue: %w", err)
+	}
 	tmp := path + ".compact"
 	_ = os.Remove(tmp)
 	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: o.OpenTimeout})
