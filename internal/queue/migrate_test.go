@@ -229,7 +229,7 @@ func TestMergeStreams(t *testing.T) {
 		t.Fatalf("merged dead letters %+v", dead)
 	}
 	holder := dead[0].OrigSeq
-	if !(byID["b1"] < holder && holder < dead[1].OrigSeq && dead[1].OrigSeq < byID["b2"] && byID["m1"] < byID["a4"]) {
+	if inOrder := byID["b1"] < holder && holder < dead[1].OrigSeq && dead[1].OrigSeq < byID["b2"] && byID["m1"] < byID["a4"]; !inOrder {
 		t.Errorf("sequences: %v, held %d, parked %d", byID, holder, dead[1].OrigSeq)
 	}
 	st, err := s.RecordState("mes", byID["a4"], "P2")
