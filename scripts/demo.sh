@@ -90,7 +90,7 @@ summary() {
   printf '%s\n' "$st" | awk -F'"' '/"stream":/ {s = $4} /"delivered":/ {gsub(/[^0-9]/, "", $3); print "  " s ": " $3 " delivered"}'
   say "and as F&O (fo-emulator) has it:"
   for what in messages:"MES messages" records/ProductionPickingListJournalEntries:"picking list lines (DMF)"; do
-    n=$(curl -sf --cacert "$CA" "$EMU/_emulator/${what%%:*}" 2>/dev/null | grep -o '"count": *[0-9]*' | head -1 | grep -o '[0-9]*$') || n=?
+    n=$(curl -sf --cacert "$CA" "$EMU/_emulator/${what%%:*}" 2>/dev/null | grep -o '"count": *[0-9]*' | head -1 | grep -o '[0-9]*$') || n='?'
     printf '  %s: %s\n' "${what#*:}" "${n:-?}"
   done
 }

@@ -12,10 +12,10 @@ WORK=$(mktemp -d)
 TREE=$WORK/tree
 DATA=$WORK/data
 mkdir -p "$DATA" "$WORK/emu"
-emu_pid= pg_pid=
+emu_pid='' pg_pid=''
 finish() {
-  [ -n "$pg_pid" ] && kill "$pg_pid" 2>/dev/null || true
-  [ -n "$emu_pid" ] && kill "$emu_pid" 2>/dev/null || true
+  if [ -n "$pg_pid" ]; then kill "$pg_pid" 2>/dev/null || true; fi
+  if [ -n "$emu_pid" ]; then kill "$emu_pid" 2>/dev/null || true; fi
   wait 2>/dev/null || true
   git -C "$REPO" worktree remove --force "$TREE" 2>/dev/null || true
   rm -rf "$WORK"
