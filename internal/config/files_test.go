@@ -175,7 +175,9 @@ func TestShellStyleVariable(t *testing.T) {
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"plain string", "gateway: {id: g, data_dir: '${DATA}/x'}\n", "f.yaml:1:28: gateway.data_dir: ${DATA} is not expanded: write ${env:DATA} for the environment variable"},
 		{"secret", "gateway: {id: g}\nhttp: {admin_token: '${ADMIN_TOKEN}'}\n", "f.yaml:2:21: http.admin_token: ${ADMIN_TOKEN} is not expanded: write ${env:ADMIN_TOKEN} for the environment variable"},
+		{"secret without braces", "gateway: {id: g}\nhttp: {admin_token: $ADMIN_TOKEN}\n", "f.yaml:2:21: http.admin_token: $ADMIN_TOKEN is not expanded: write ${env:ADMIN_TOKEN} for the environment variable"},
 		{"literal secret", "gateway: {id: g}\nhttp: {admin_token: 'ab${cd}ef'}\n", ""},
+		{"literal secret with a dollar", "gateway: {id: g}\nhttp: {admin_token: '$ecret-Pa55'}\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := tc.yaml + "sources: {in: {type: file, path: x}}\nflows: {f: {from: in, to: s}}\nsinks: {s: {type: recorder}}\n"

@@ -93,6 +93,10 @@ func expandEnv(s string, lookup func(string) (string, bool), bare bool) (out str
 // variable, which plantgate does not expand.
 var bareRefRe = regexp.MustCompile(`^\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
+// shellVarRe matches a secret that is a whole $NAME in capitals: a shell
+// variable written without braces, never a real secret.
+var shellVarRe = regexp.MustCompile(`^\$([A-Z_][A-Z0-9_]*)$`)
+
 // bareRefFix says how to write what ${name} meant.
 func bareRefFix(name string) string {
 	return fmt.Sprintf("${%s} is not expanded: write ${env:%s} for the environment variable (or $${%s} for the text itself)", name, name, name)
@@ -127,6 +131,9 @@ func resolveSecret(raw string, opts *Options) (val string, literal bool, msgs []
 	// not reach a message.
 	if m := bareRefRe.FindStringSubmatch(s); m != nil && len(m[0]) == len(s) {
 		return "", false, []string{bareRefFix(m[1])}
+	}
+	if m := shellVarRe.FindStringSubmatch(s); m != nil {
+		return "", false, []string{fmt.Sprintf("$%s is not expanded: write ${env:%s} for the environment variable", m[1], m[1])}
 	}
 	v, refs, missing, bad := expandEnv(raw, opts.Env, false)
 	if bad != "" {
