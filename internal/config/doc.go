@@ -90,7 +90,8 @@
 // "${"); ${file:...} and ${cred:...} are only accepted as a whole secret.
 // A shell-style ${NAME} is an error saying to write ${env:NAME} (in a
 // secret only when it is the whole value: a longer literal secret may
-// hold "${" and is never quoted). An unset variable or an unreadable or
+// hold "${" and is never quoted), and so is a secret that is a whole
+// $NAME in capitals. An unset variable or an unreadable or
 // empty file is an error that names the reference. No error, warning or Redacted output ever contains a
 // secret's value.
 //
