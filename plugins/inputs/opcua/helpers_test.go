@@ -44,15 +44,14 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 // source named line is an opcua source with body as its settings; flows
 // send events, gaps and values to a sink "out".
 func parseConfig(t testing.TB, body string) (*Config, []*flow.Flow) {
+	return parseConfigFlows(t, body, `counts: {from: line, when: 'meta.kind == "event"', key: payload.rule, to: out}
+gaps: {from: line, when: 'meta.kind == "gap"', to: out}
+values: {from: line, when: 'meta.kind == "value"', to: out}`)
+}
+
+func parseConfigFlows(t testing.TB, body, flowsYAML string) (*Config, []*flow.Flow) {
 	t.Helper()
-	doc := "gateway: {id: test}\nsources:\n  line:\n    type: opcua\n" + indent(body, "    ") + `
-sinks:
-  out: {type: out}
-flows:
-  counts: {from: line, when: 'meta.kind == "event"', key: payload.rule, to: out}
-  gaps: {from: line, when: 'meta.kind == "gap"', to: out}
-  values: {from: line, when: 'meta.kind == "value"', to: out}
-`
+	doc := "gateway: {id: test}\nsources:\n  line:\n    type: opcua\n" + indent(body, "    ") + "\nsinks:\n  out: {type: out}\nflows:\n" + indent(flowsYAML, "  ")
 	opts := config.Options{
 		SourceConfig: func(typ string) (any, bool) {
 			if typ == "opcua" {
@@ -99,6 +98,17 @@ type gateway struct {
 func newGateway(t testing.TB, dir, body string) *gateway {
 	t.Helper()
 	cfg, flows := parseConfig(t, body)
+	return newGatewayWith(t, dir, cfg, flows)
+}
+
+func newGatewayFlows(t testing.TB, dir, body, flowsYAML string) *gateway {
+	t.Helper()
+	cfg, flows := parseConfigFlows(t, body, flowsYAML)
+	return newGatewayWith(t, dir, cfg, flows)
+}
+
+func newGatewayWith(t testing.TB, dir string, cfg *Config, flows []*flow.Flow) *gateway {
+	t.Helper()
 	g := &gateway{t: t, path: filepath.Join(dir, "queue.db"), data: dir, cfg: cfg, flows: flows}
 	g.open()
 	t.Cleanup(g.close)

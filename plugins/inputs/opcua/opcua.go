@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -67,15 +68,22 @@ type Source struct {
 	lostAt  time.Time // when the last connection was lost
 	// dropSession says the server ended the session: do not reactivate it.
 	dropSession bool
+	// commitCh feeds the publish loop's committer (nil when none runs).
+	commitCh chan batch
+	ackMu    sync.Mutex
+	// acked are acknowledgements of committed notification messages, for
+	// the next Publish request. A new session or subscription clears them.
+	acked []*ua.SubscriptionAcknowledgement
 
 	mu sync.Mutex // guards the status fields below and in items
 	st status
 }
 
 type item struct {
-	name string
-	cfg  *Node
-	ref  NodeRef
+	name   string
+	cfg    *Node
+	ref    NodeRef
+	handle uint32 // the client handle: index in Source.items + 1
 
 	// Run goroutine only.
 	id      *ua.NodeID
@@ -129,6 +137,7 @@ type status struct {
 	subsCreated, republished    int64
 	watchdog                    int64
 	notifications, events       int64
+	messages                    int64 // notification messages processed, each sequence number once
 	values                      int64
 	subID                       uint32
 	nextSeq                     uint32
@@ -169,7 +178,7 @@ func New(cfg *Config, env pipeline.Env) (*Source, error) {
 	}
 	for _, name := range sortedKeys(cfg.Nodes) {
 		ref, _ := ParseNodeRef(cfg.Nodes[name].Node)
-		it := &item{name: name, cfg: cfg.Nodes[name], ref: ref}
+		it := &item{name: name, cfg: cfg.Nodes[name], ref: ref, handle: uint32(len(s.items) + 1)}
 		s.items = append(s.items, it)
 		s.byName[name] = it
 	}
@@ -297,12 +306,11 @@ func (s *Source) runOnce(ctx context.Context, em pipeline.Emitter) (healthy bool
 	if s.cfg.Mode == "poll" {
 		return s.poll(ctx, c, em)
 	}
-	var acks []*ua.SubscriptionAcknowledgement
 	needCreate := !restored || s.sub == nil || s.sub.lost || !equalStrings(ns, s.sub.namespaces)
 	if !needCreate {
 		// The session survived: the subscription should have too. Ask for
 		// what was sent while the connection was down.
-		acks, err = s.republish(ctx, c, em, s.sub.nextSeq, 0)
+		err = s.republish(ctx, c, em, s.sub.nextSeq, 0)
 		if errors.Is(err, errSubscriptionGone) {
 			needCreate = true
 		} else if err != nil {
@@ -344,7 +352,7 @@ func (s *Source) runOnce(ctx context.Context, em pipeline.Emitter) (healthy bool
 		}
 	}
 	s.lostAt = time.Time{}
-	return s.publishLoop(ctx, c, em, acks)
+	return s.publishLoop(ctx, c, em)
 }
 
 func (s *Source) callCtx(ctx context.Context) context.Context {
@@ -646,10 +654,11 @@ func (s *Source) createSubscription(ctx context.Context, c *opcua.Client, ns []s
 	if ka == 0 {
 		ka = uint32(s.cfg.KeepAliveCount)
 	}
+	s.takeAcks() // those of an earlier subscription are of no use
 	s.sub = &subscription{id: res.SubscriptionID, nextSeq: 1, interval: iv, keepAlive: ka, namespaces: ns, lastAt: s.now().UTC()}
 	s.mu.Lock()
 	s.st.subsCreated++
-	s.st.subID, s.st.nextSeq = s.sub.id, 1
+	s.st.subID, s.st.nextSeq, s.st.messages = s.sub.id, 1, 0
 	s.mu.Unlock()
 	return s.monitor(ctx, c, s.items)
 }
@@ -719,7 +728,7 @@ func (s *Source) itemRequest(it *item) *ua.MonitoredItemCreateRequest {
 		discardOldest = *it.cfg.DiscardOldest
 	}
 	p := &ua.MonitoringParameters{
-		ClientHandle:     s.handle(it),
+		ClientHandle:     it.handle,
 		SamplingInterval: float64(it.cfg.Sampling) / float64(time.Millisecond),
 		QueueSize:        uint32(it.cfg.QueueSize),
 		DiscardOldest:    discardOldest,
@@ -738,14 +747,6 @@ func (s *Source) itemRequest(it *item) *ua.MonitoredItemCreateRequest {
 	}
 }
 
-func (s *Source) handle(it *item) uint32 {
-	for i, x := range s.items {
-		if x == it {
-			return uint32(i + 1)
-		}
-	}
-	return 0
-}
 
 // readAll reads every resolved item's current value and feeds the rules.
 func (s *Source) readAll(ctx context.Context, c *opcua.Client) ([]pipeline.Message, []pipeline.StateWrite, error) {
@@ -805,6 +806,7 @@ func (s *Source) sample(it *item, dv *ua.DataValue, read bool) ([]pipeline.Messa
 		v = dv.Value.Value()
 	}
 	if good && !it.lastSrc.IsZero() && (at.Before(it.lastSrc) || at.Equal(it.lastSrc) && rules.Equal(plainValue(v), it.lastSrcValue)) {
+		s.log.Debug().Str("node", it.name).Time("at", at).Time("newest", it.lastSrc).Interface("value", v).Msg("opcua: older or repeated sample ignored")
 		// An older sample than one already seen (a Read racing a
 		// notification), or the same sample again: nothing new.
 		return nil, nil
@@ -884,8 +886,31 @@ func plainValue(v any) any {
 }
 
 func (s *Source) valueMessage(it *item, sm rules.Sample, code ua.StatusCode) pipeline.Message {
-	p := map[string]any{"name": it.name, "node": it.ref.String(), "value": sm.Value, "quality": qualityName(code), "good": sm.Good, "time": sm.Time.Format(time.RFC3339Nano)}
-	return s.message(p, map[string]any{"kind": KindValue, "name": it.name, "endpoint": s.cfg.Endpoint})
+	q := qualityName(code)
+	ts := sm.Time.Format(time.RFC3339Nano)
+	p := map[string]any{"name": it.name, "node": it.ref.String(), "value": sm.Value, "quality": q, "good": sm.Good, "time": ts}
+	meta := map[string]any{"kind": KindValue, "name": it.name}
+	// The raw JSON is written by hand: it is the hot path of a source
+	// with thousands of items, and json.Marshal of the map sorts its keys.
+	v, err := json.Marshal(sm.Value)
+	if err != nil {
+		return s.message(p, meta)
+	}
+	b := make([]byte, 0, 128+len(v))
+	b = append(b, `{"name":`...)
+	b = strconv.AppendQuote(b, it.name)
+	b = append(b, `,"node":`...)
+	b = strconv.AppendQuote(b, it.ref.String())
+	b = append(b, `,"value":`...)
+	b = append(b, v...)
+	b = append(b, `,"quality":`...)
+	b = strconv.AppendQuote(b, q)
+	b = append(b, `,"good":`...)
+	b = strconv.AppendBool(b, sm.Good)
+	b = append(b, `,"time":"`...)
+	b = append(b, ts...)
+	b = append(b, `"}`...)
+	return pipeline.Message{Raw: b, Payload: p, Meta: meta, Time: s.now().UTC()}
 }
 
 func (s *Source) eventMessage(ev rules.Event) pipeline.Message {

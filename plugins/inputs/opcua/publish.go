@@ -35,8 +35,11 @@ func nextSeq(s uint32) uint32 {
 // request only after its records were committed. A sequence number that
 // skips ahead is asked for again with Republish; what the server cannot
 // retransmit is recorded as a gap.
-func (s *Source) publishLoop(ctx context.Context, c *opcua.Client, em pipeline.Emitter, acks []*ua.SubscriptionAcknowledgement) (bool, error) {
+func (s *Source) publishLoop(ctx context.Context, c *opcua.Client, em pipeline.Emitter) (bool, error) {
 	healthy := false
+	stop := s.startCommitter(ctx, em)
+	defer stop()
+	pending := s.sendPublish(ctx, c, s.takeAcks())
 	for ctx.Err() == nil {
 		if err := s.retryNodes(ctx, c); err != nil {
 			return healthy, err
@@ -46,22 +49,17 @@ func (s *Source) publishLoop(ctx context.Context, c *opcua.Client, em pipeline.E
 			for i, ev := range evs {
 				msgs[i] = s.eventMessage(ev)
 			}
-			if err := s.emit(ctx, em, nil, msgs); err != nil {
+			if err := s.commit(ctx, em, nil, msgs, nil); err != nil {
 				return healthy, err
 			}
 		}
-		wctx, cancel := context.WithTimeout(ctx, s.watchdog())
-		var res *ua.PublishResponse
-		err := c.Send(wctx, &ua.PublishRequest{SubscriptionAcknowledgements: acks}, func(v ua.Response) error {
-			r, ok := v.(*ua.PublishResponse)
-			if !ok {
-				return fmt.Errorf("unexpected %T", v)
-			}
-			res = r
-			return nil
-		})
-		timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
-		cancel()
+		var r pubResult
+		select {
+		case <-ctx.Done():
+			return healthy, nil
+		case r = <-pending:
+		}
+		res, err := r.res, r.err
 		if err == nil && res.ResponseHeader != nil && res.ResponseHeader.ServiceResult != ua.StatusOK {
 			err = res.ResponseHeader.ServiceResult
 		}
@@ -70,7 +68,7 @@ func (s *Source) publishLoop(ctx context.Context, c *opcua.Client, em pipeline.E
 				return healthy, nil
 			}
 			switch {
-			case timedOut:
+			case r.timedOut:
 				s.mu.Lock()
 				s.st.watchdog++
 				s.mu.Unlock()
@@ -83,11 +81,15 @@ func (s *Source) publishLoop(ctx context.Context, c *opcua.Client, em pipeline.E
 				s.dropSession = true
 				return healthy, fmt.Errorf("publish: the session ended: %w", err)
 			case errors.Is(err, ua.StatusBadTooManyPublishRequests), errors.Is(err, ua.StatusBadTimeout):
+				pending = s.sendPublish(ctx, c, s.takeAcks())
 				continue
 			}
 			return healthy, fmt.Errorf("publish: %w", err)
 		}
-		acks = nil
+		// Ask for the next message at once: the server prepares it while
+		// this one is committed. Only one request is outstanding at a time,
+		// so responses arrive in order; acknowledgements lag by one.
+		pending = s.sendPublish(ctx, c, s.takeAcks())
 		healthy = true
 		if res.SubscriptionID != s.sub.id || res.NotificationMessage == nil {
 			continue
@@ -102,9 +104,7 @@ func (s *Source) publishLoop(ctx context.Context, c *opcua.Client, em pipeline.E
 		if seqBefore(s.sub.nextSeq, seq) {
 			// Notifications between nextSeq and seq went missing (sent on
 			// a channel that died, or dropped): ask for them again.
-			more, err := s.republish(ctx, c, em, s.sub.nextSeq, seq)
-			acks = append(acks, more...)
-			if err != nil {
+			if err := s.republish(ctx, c, em, s.sub.nextSeq, seq); err != nil {
 				return healthy, err
 			}
 		}
@@ -119,17 +119,46 @@ func (s *Source) publishLoop(ctx context.Context, c *opcua.Client, em pipeline.E
 		}
 		if seqBefore(seq, s.sub.nextSeq) {
 			// Already processed (retransmitted earlier): acknowledge only.
-			acks = append(acks, &ua.SubscriptionAcknowledgement{SubscriptionID: s.sub.id, SequenceNumber: seq})
+			if err := s.commit(ctx, em, nil, nil, &ua.SubscriptionAcknowledgement{SubscriptionID: s.sub.id, SequenceNumber: seq}); err != nil {
+				return healthy, err
+			}
 			continue
 		}
-		if err := s.process(ctx, em, msg, nil); err != nil {
+		if err := s.process(ctx, em, msg); err != nil {
 			return healthy, err
 		}
 		s.sub.nextSeq = nextSeq(seq)
 		s.setNextSeq()
-		acks = append(acks, &ua.SubscriptionAcknowledgement{SubscriptionID: s.sub.id, SequenceNumber: seq})
 	}
 	return healthy, nil
+}
+
+type pubResult struct {
+	res      *ua.PublishResponse
+	err      error
+	timedOut bool
+}
+
+// sendPublish sends a Publish request and delivers its outcome on the
+// returned channel; it times out after the watchdog period.
+func (s *Source) sendPublish(ctx context.Context, c *opcua.Client, acks []*ua.SubscriptionAcknowledgement) <-chan pubResult {
+	ch := make(chan pubResult, 1)
+	wd := s.watchdog()
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, wd)
+		defer cancel()
+		var res *ua.PublishResponse
+		err := c.Send(wctx, &ua.PublishRequest{SubscriptionAcknowledgements: acks}, func(v ua.Response) error {
+			r, ok := v.(*ua.PublishResponse)
+			if !ok {
+				return fmt.Errorf("unexpected %T", v)
+			}
+			res = r
+			return nil
+		})
+		ch <- pubResult{res: res, err: err, timedOut: errors.Is(wctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil}
+	}()
+	return ch
 }
 
 func (s *Source) setNextSeq() {
@@ -138,14 +167,11 @@ func (s *Source) setNextSeq() {
 	s.mu.Unlock()
 }
 
-// process turns one notification message into records and commits them,
-// with gap (if any) first.
-func (s *Source) process(ctx context.Context, em pipeline.Emitter, msg *ua.NotificationMessage, gap *Gap) error {
+// process turns one notification message into records and commits them;
+// its acknowledgement goes out with a Publish request after the commit.
+func (s *Source) process(ctx context.Context, em pipeline.Emitter, msg *ua.NotificationMessage) error {
 	var msgs []pipeline.Message
 	var states []pipeline.StateWrite
-	if gap != nil {
-		msgs = append(msgs, s.recordGap(*gap))
-	}
 	n := 0
 	for _, eo := range msg.NotificationData {
 		if eo == nil {
@@ -172,16 +198,17 @@ func (s *Source) process(ctx context.Context, em pipeline.Emitter, msg *ua.Notif
 	}
 	s.mu.Lock()
 	s.st.notifications += int64(n)
+	s.st.messages++
 	s.mu.Unlock()
-	return s.emit(ctx, em, states, msgs)
+	s.log.Debug().Uint32("seq", msg.SequenceNumber).Int("values", n).Int("records", len(msgs)).Msg("opcua: notification message")
+	return s.commit(ctx, em, states, msgs, &ua.SubscriptionAcknowledgement{SubscriptionID: s.sub.id, SequenceNumber: msg.SequenceNumber})
 }
 
 // republish asks the server for the notification messages from..to-1
 // (to 0: all it still has from from on), processes them in order, and
 // returns their acknowledgements. What it cannot get back is recorded as
 // a gap.
-func (s *Source) republish(ctx context.Context, c *opcua.Client, em pipeline.Emitter, from, to uint32) ([]*ua.SubscriptionAcknowledgement, error) {
-	var acks []*ua.SubscriptionAcknowledgement
+func (s *Source) republish(ctx context.Context, c *opcua.Client, em pipeline.Emitter, from, to uint32) error {
 	var lost []uint32
 	var why error
 	seq := from
@@ -198,15 +225,16 @@ func (s *Source) republish(ctx context.Context, c *opcua.Client, em pipeline.Emi
 		if err == nil && res.ResponseHeader != nil && res.ResponseHeader.ServiceResult != ua.StatusOK {
 			err = res.ResponseHeader.ServiceResult
 		}
+		s.log.Debug().Uint32("seq", seq).AnErr("result", err).Msg("opcua: republish")
 		var code ua.StatusCode
 		if errors.As(err, &code) {
 			switch {
 			case code == ua.StatusBadMessageNotAvailable && to == 0:
 				// Nothing more was sent while the connection was down.
-				return acks, s.emitGap(ctx, em, lost, why)
+				return s.emitGap(ctx, em, lost, why)
 			case code == ua.StatusBadSubscriptionIDInvalid || code == ua.StatusBadNoSubscription:
 				s.sub.lost = true
-				return acks, errSubscriptionGone
+				return errSubscriptionGone
 			case code == ua.StatusBadMessageNotAvailable:
 				lost = append(lost, seq)
 				why = code
@@ -216,36 +244,35 @@ func (s *Source) republish(ctx context.Context, c *opcua.Client, em pipeline.Emi
 				// Republish unsupported or refused: the rest is lost.
 				why = code
 				if to == 0 {
-					return acks, s.emitGap(ctx, em, lost, why)
+					return s.emitGap(ctx, em, lost, why)
 				}
 				for ; seqBefore(seq, to); seq = nextSeq(seq) {
 					lost = append(lost, seq)
 				}
-				return acks, s.emitGap(ctx, em, lost, why)
+				return s.emitGap(ctx, em, lost, why)
 			}
 		}
 		if err != nil {
-			return acks, fmt.Errorf("republish %d: %w", seq, err)
+			return fmt.Errorf("republish %d: %w", seq, err)
 		}
 		msg := res.NotificationMessage
 		if msg == nil || len(msg.NotificationData) == 0 {
 			seq = nextSeq(seq)
 			continue
 		}
-		if err := s.process(ctx, em, msg, nil); err != nil {
-			return acks, err
+		if err := s.process(ctx, em, msg); err != nil {
+			return err
 		}
 		s.mu.Lock()
 		s.st.republished++
 		s.mu.Unlock()
-		acks = append(acks, &ua.SubscriptionAcknowledgement{SubscriptionID: s.sub.id, SequenceNumber: msg.SequenceNumber})
 		seq = nextSeq(msg.SequenceNumber)
 		s.sub.nextSeq = seq
 	}
 	if seqBefore(s.sub.nextSeq, seq) {
 		s.sub.nextSeq = seq
 	}
-	return acks, s.emitGap(ctx, em, lost, why)
+	return s.emitGap(ctx, em, lost, why)
 }
 
 // emitGap records the sequence numbers the server could not retransmit.
@@ -266,7 +293,7 @@ func (s *Source) emitGap(ctx context.Context, em pipeline.Emitter, lost []uint32
 	if !s.lostAt.IsZero() && s.lostAt.Before(g.Start) {
 		g.Start = s.lostAt
 	}
-	return s.emit(ctx, em, nil, []pipeline.Message{s.recordGap(g)})
+	return s.commit(ctx, em, nil, []pipeline.Message{s.recordGap(g)}, nil)
 }
 
 // retryNodes resolves and monitors again the nodes that failed before,
@@ -386,4 +413,75 @@ func pemDecode(b []byte) ([]byte, error) {
 		return nil, errors.New("not PEM")
 	}
 	return blk.Bytes, nil
+}
+
+// batch is one commit of the committer: records, rule state and the
+// acknowledgement to send once they are durable.
+type batch struct {
+	states []pipeline.StateWrite
+	msgs   []pipeline.Message
+	ack    *ua.SubscriptionAcknowledgement
+}
+
+// startCommitter runs the commits of the publish loop in a goroutine of
+// their own, in order, so the next notification message is decoded while
+// the queue fsyncs the last one. The channel is small: a slow queue stops
+// the Publish requests, and the server keeps the values. stop waits until
+// everything handed over is committed (or ctx ended).
+func (s *Source) startCommitter(ctx context.Context, em pipeline.Emitter) (stop func()) {
+	ch := make(chan batch, 2)
+	done := make(chan struct{})
+	s.commitCh = ch
+	go func() {
+		defer close(done)
+		for b := range ch {
+			if ctx.Err() != nil {
+				continue // stopping: nothing more is committed or acknowledged
+			}
+			if err := s.emit(ctx, em, b.states, b.msgs); err != nil {
+				continue
+			}
+			if b.ack != nil {
+				s.ackMu.Lock()
+				s.acked = append(s.acked, b.ack)
+				s.ackMu.Unlock()
+			}
+		}
+	}()
+	return func() {
+		s.commitCh = nil
+		close(ch)
+		<-done
+	}
+}
+
+// commit hands a batch to the committer, or commits it at once when no
+// publish loop runs.
+func (s *Source) commit(ctx context.Context, em pipeline.Emitter, states []pipeline.StateWrite, msgs []pipeline.Message, ack *ua.SubscriptionAcknowledgement) error {
+	if s.commitCh != nil {
+		select {
+		case s.commitCh <- batch{states: states, msgs: msgs, ack: ack}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := s.emit(ctx, em, states, msgs); err != nil {
+		return err
+	}
+	if ack != nil {
+		s.ackMu.Lock()
+		s.acked = append(s.acked, ack)
+		s.ackMu.Unlock()
+	}
+	return nil
+}
+
+// takeAcks returns the acknowledgements of committed messages not yet sent.
+func (s *Source) takeAcks() []*ua.SubscriptionAcknowledgement {
+	s.ackMu.Lock()
+	defer s.ackMu.Unlock()
+	a := s.acked
+	s.acked = nil
+	return a
 }

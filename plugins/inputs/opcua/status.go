@@ -73,7 +73,7 @@ func (s *Source) Status() map[string]any {
 		"watchdog_rebuilds":     s.st.watchdog,
 		"values":                s.st.values,
 		"events":                s.st.events,
-		"subscription":          map[string]any{"id": s.st.subID, "next_seq": s.st.nextSeq, "last_publish_at": s.st.lastPublishAt},
+		"subscription":          map[string]any{"id": s.st.subID, "next_seq": s.st.nextSeq, "messages": s.st.messages, "last_publish_at": s.st.lastPublishAt},
 		"gaps":                  map[string]any{"count": s.st.gapCount, "recent": append([]Gap(nil), s.st.gaps...)},
 		"nodes":                 nodes,
 		"rules":                 rs,
