@@ -163,7 +163,6 @@ func isContiguous(vals []int64) bool {
 	return true
 }
 
-
 // TestNodeOPCUANetworkCutLosesNoNotification cuts the network between the
 // gateway and node-opcua (Basic256Sha256 SignAndEncrypt) for 10 s while
 // the server counts every 100 ms: the gateway reactivates its session on a

@@ -747,7 +747,6 @@ func (s *Source) itemRequest(it *item) *ua.MonitoredItemCreateRequest {
 	}
 }
 
-
 // readAll reads every resolved item's current value and feeds the rules.
 func (s *Source) readAll(ctx context.Context, c *opcua.Client) ([]pipeline.Message, []pipeline.StateWrite, error) {
 	var todo []*item
