@@ -439,6 +439,7 @@ func (a *App) env(kind, name, typ, scope string) pipeline.Env {
 		DataDir:   filepath.Join(a.cfg.Gateway.DataDir, kind+"s", name),
 		GatewayID: a.cfg.Gateway.ID,
 		Resolve:   a.resolve,
+		Settle:    a.settleHold, // receivers.go
 	}
 }
 

@@ -54,6 +54,9 @@ func (a *App) stopFO() {
 
 // resolve implements pipeline.Env.Resolve.
 func (a *App) resolve(kind, name string) (any, error) {
+	if kind == ResolveSink {
+		return a.resolveSink(name) // receivers.go
+	}
 	if a.fo == nil {
 		return nil, fmt.Errorf("resolve %s %s: not available", kind, name)
 	}

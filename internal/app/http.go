@@ -87,6 +87,7 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/admin/flows/{flow}/pause", a.admin(a.adminPause))
 	mux.HandleFunc("POST /api/v1/admin/flows/{flow}/resume", a.admin(a.adminPause))
 	mux.HandleFunc("GET /api/v1/admin/audit", a.admin(a.adminAudit))
+	a.mountReceivers(mux) // sources receiving on this listener (receivers.go)
 	return mux
 }
 

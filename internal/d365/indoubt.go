@@ -214,6 +214,15 @@ func (t *Tracker) Check(r pipeline.Record) (Verdict, pipeline.Hold, error) {
 	return VerdictInDoubt, pipeline.Hold{}, nil
 }
 
+// State reads what the queue keeps beside record seq of stream (its mark
+// and hold).
+func (t *Tracker) State(stream string, seq uint64) (pipeline.RecordState, error) {
+	if t.rs == nil {
+		return pipeline.RecordState{}, nil
+	}
+	return t.rs.RecordState(stream, seq, "")
+}
+
 // Sending durably marks r as in flight; call it right before the request
 // leaves (Request.BeforeSend).
 func (t *Tracker) Sending(ctx context.Context, r pipeline.Record) error {

@@ -435,6 +435,17 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			defer release()
 		}
 		waitDelay(r, delay)
+		if d := e.faults.answerDelay(route); d > 0 {
+			// Runs after the handler: the request takes effect, its answer waits.
+			defer func() {
+				t := time.NewTimer(d)
+				defer t.Stop()
+				select {
+				case <-t.C:
+				case <-r.Context().Done():
+				}
+			}()
+		}
 		if r.Method != http.MethodGet && route != RouteMES {
 			// A write may change a production order's status: business events.
 			defer e.noteOrderChanges()

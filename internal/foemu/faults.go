@@ -71,6 +71,23 @@ type FaultRule struct {
 	ErrorStatus int     `yaml:"error_status" json:"error_status,omitempty"` // status of injected errors (default 503)
 	// Outage, if set, makes the route unavailable for a time window.
 	Outage *Outage `yaml:"outage" json:"outage,omitempty"`
+	// AnswerDelay holds the answer this long after the request was
+	// handled: a client that gives up sooner sees a timeout for a request
+	// that took effect (its answer lost), the case of a send in doubt.
+	AnswerDelay Duration `yaml:"answer_delay" json:"answer_delay,omitempty"`
+}
+
+// answerDelay is the sum of the answer delays of route's rules.
+func (fs *faultSet) answerDelay(route string) time.Duration {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	var d time.Duration
+	for _, r := range fs.faults.Rules {
+		if r.Route == "*" || r.Route == route {
+			d += r.AnswerDelay.D()
+		}
+	}
+	return d
 }
 
 // Outage modes.

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -141,8 +142,16 @@ type Env struct {
 	// route to it, for a source those that read from it.
 	Flows []FlowInfo
 	// Resolve gives access to shared gateway objects (an F&O environment's
-	// client and limiter) by name; nil when none.
+	// client and limiter, kind "fo"; another sink, kind "sink") by name;
+	// nil when none.
 	Resolve func(kind, name string) (any, error)
+	// Settle settles a record held in doubt in stream while the gateway
+	// runs, with the stream's delivery paused meanwhile: delivered true
+	// means F&O has it (the hold and the record go; records parked behind
+	// it are delivered), false makes it a dead letter with reason, no
+	// longer held (replayable). A record no longer held is left alone.
+	// nil where no gateway runs.
+	Settle func(ctx context.Context, stream string, seq uint64, delivered bool, reason string) error
 }
 
 // FlowInfo describes a flow connected to a plugin.
@@ -388,4 +397,13 @@ type BatchInfo struct {
 // BatchReporter is implemented by sinks that deliver in batches (fo.dmf).
 type BatchReporter interface {
 	Batches() []BatchInfo
+}
+
+// HTTPReceiver is implemented by sources that receive messages on the
+// gateway's own HTTP listener (F&O's HTTPS business event endpoint). The
+// gateway mounts each handler at /api/v1/events/<path> (any method); the
+// handler authenticates its callers itself, and answers 2xx only once
+// what it received is durably queued.
+type HTTPReceiver interface {
+	Routes() map[string]http.Handler
 }

@@ -957,6 +957,18 @@ func (c scopedState) Delete(ctx context.Context, name string) error {
 	return c.s.PutState(ctx, StateWrite{Scope: c.scope, Name: name, Delete: true})
 }
 
+// List returns every name and value of the scope.
+func (c scopedState) List() (map[string][]byte, error) { return c.s.ListState(c.scope) }
+
+// Write applies several writes of the scope in one durable transaction.
+func (c scopedState) Write(ctx context.Context, ws ...pipeline.StateWrite) error {
+	qs := make([]StateWrite, len(ws))
+	for i, w := range ws {
+		qs[i] = StateWrite{Scope: c.scope, Name: w.Name, Value: w.Value, Delete: w.Delete}
+	}
+	return c.s.PutState(ctx, qs...)
+}
+
 // ---- helpers for listing ----
 
 // Streams returns the names of all streams, sorted.

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -64,13 +66,27 @@ type Config struct {
 	// AllowUnknownFields passes fields that are not documented for the
 	// message type (customisations) instead of dead-lettering the record.
 	AllowUnknownFields bool `yaml:"allow_unknown_fields"`
+	// TrackOutcomes keeps a send entry per message so that F&O's "message
+	// processed" business events (through a fo.outcomes sink) confirm it,
+	// or make it a dead letter with F&O's infolog when F&O failed it.
+	TrackOutcomes bool `yaml:"track_outcomes"`
+	// OutcomeTimeout is how long after its send a message without an
+	// outcome is reported (log, status, plantgate_fo_mes_outcome_overdue).
+	OutcomeTimeout time.Duration `yaml:"outcome_timeout" default:"30m" min:"1s"`
+	// OutcomeRetention is how long send entries are kept (to recognise
+	// an event F&O sends again).
+	OutcomeRetention time.Duration `yaml:"outcome_retention" default:"168h" min:"1m"`
+	// ClockSkew is how much earlier than the send an event's EventTime may
+	// be (F&O's clock against the gateway's) and still match it.
+	ClockSkew time.Duration `yaml:"clock_skew" default:"5m"`
 }
 
 func init() {
 	outputs.Add(pipeline.SinkFactory{
 		Type: Type,
 		NewConfig: func() any {
-			return &Config{Queue: "JmgMES3P", CompanyField: "dataAreaId", MessageTypeField: "_messageType", InDoubt: InDoubtHold}
+			return &Config{Queue: "JmgMES3P", CompanyField: "dataAreaId", MessageTypeField: "_messageType", InDoubt: InDoubtHold,
+				OutcomeTimeout: 30 * time.Minute, OutcomeRetention: 168 * time.Hour, ClockSkew: 5 * time.Minute}
 		},
 		New: func(cfg any, env pipeline.Env) (pipeline.Sink, error) {
 			return New(cfg.(*Config), env)
@@ -119,6 +135,10 @@ type Sink struct {
 	sent, held, rejected atomic.Int64
 
 	health d365.Health
+
+	out       *outcomes // nil unless track_outcomes
+	stopSweep chan struct{}
+	closeOnce sync.Once
 }
 
 // New builds the sink. It resolves the F&O environment and loads the
@@ -147,6 +167,13 @@ func New(cfg *Config, env pipeline.Env) (*Sink, error) {
 	for _, f := range env.Flows {
 		s.prios[f.Name] = s.priority(pipeline.Record{Flow: f.Name, Stream: f.Stream}).String()
 	}
+	if cfg.TrackOutcomes && env.State != nil {
+		if s.out, err = newOutcomes(s, env, cfg); err != nil {
+			return nil, err
+		}
+		s.stopSweep = make(chan struct{})
+		go s.runSweeps(s.stopSweep)
+	}
 	return s, nil
 }
 
@@ -171,11 +198,27 @@ func (s *Sink) Write(ctx context.Context, batch []pipeline.Record) error {
 // Envelope builds the SendMessage body of a record, or says why the record
 // is not a valid message.
 func (s *Sink) Envelope(r pipeline.Record) ([]byte, error) {
-	company := s.cfg.Company
+	company, typ, content, err := s.message(r)
+	if err != nil {
+		return nil, err
+	}
+	env := map[string]string{
+		"_companyId": company, "_messageQueue": s.cfg.Queue, "_messageType": typ, "_messageContent": content,
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("encode SendMessage envelope: %w", err)
+	}
+	return b, nil
+}
+
+// message returns the company, message type and content of r's message.
+func (s *Sink) message(r pipeline.Record) (company, typ, content string, err error) {
+	company = s.cfg.Company
 	if company == "" {
 		company = s.env.Company()
 	}
-	typ := s.cfg.MessageType
+	typ = s.cfg.MessageType
 	fields := make(map[string]any, len(r.Fields))
 	for k, v := range r.Fields {
 		if k == s.cfg.MessageTypeField && s.cfg.MessageTypeField != "" {
@@ -193,31 +236,24 @@ func (s *Sink) Envelope(r pipeline.Record) ([]byte, error) {
 		fields[k] = v
 	}
 	if company == "" {
-		return nil, fmt.Errorf("no company for the message: set company on the sink or the fo environment, or map %s in the flow", s.cfg.CompanyField)
+		return "", "", "", fmt.Errorf("no company for the message: set company on the sink or the fo environment, or map %s in the flow", s.cfg.CompanyField)
 	}
 	mt, ok := messageTypes[typ]
 	switch {
 	case typ == "":
-		return nil, fmt.Errorf("no message type: map %s in the flow (one of %s), or set message_type on the sink", s.cfg.MessageTypeField, strings.Join(MessageTypes(), ", "))
+		return "", "", "", fmt.Errorf("no message type: map %s in the flow (one of %s), or set message_type on the sink", s.cfg.MessageTypeField, strings.Join(MessageTypes(), ", "))
 	case !ok:
-		return nil, fmt.Errorf("%s %q is not a MES message type: want one of %s", s.cfg.MessageTypeField, typ, strings.Join(MessageTypes(), ", "))
+		return "", "", "", fmt.Errorf("%s %q is not a MES message type: want one of %s", s.cfg.MessageTypeField, typ, strings.Join(MessageTypes(), ", "))
 	}
-	content, err := buildContent(mt, fields, s.cfg.AllowUnknownFields)
+	c, err := buildContent(mt, fields, s.cfg.AllowUnknownFields)
 	if err != nil {
-		return nil, fmt.Errorf("invalid %s message: %w", typ, err)
+		return "", "", "", fmt.Errorf("invalid %s message: %w", typ, err)
 	}
-	cb, err := json.Marshal(content)
+	cb, err := json.Marshal(c)
 	if err != nil {
-		return nil, fmt.Errorf("encode %s message: %w", typ, err)
+		return "", "", "", fmt.Errorf("encode %s message: %w", typ, err)
 	}
-	env := map[string]string{
-		"_companyId": company, "_messageQueue": s.cfg.Queue, "_messageType": typ, "_messageContent": string(cb),
-	}
-	b, err := json.Marshal(env)
-	if err != nil {
-		return nil, fmt.Errorf("encode SendMessage envelope: %w", err)
-	}
-	return b, nil
+	return company, typ, string(cb), nil
 }
 
 func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
@@ -239,8 +275,12 @@ func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
 	case d365.VerdictDelivered:
 		// F&O accepted it before the gateway stopped; ack it without a
 		// resend (the ack deletes the mark in the same transaction).
-		return nil
+		_, err := s.out.resolveInFlight(ctx, r, false)
+		return err
 	case d365.VerdictInDoubt:
+		if handled, err := s.out.resolveInFlight(ctx, r, true); handled {
+			return err // F&O's event told the outcome
+		}
 		if s.cfg.InDoubt == InDoubtHold {
 			return s.hold(ctx, r, "the gateway stopped after the message was sent, before F&O answered")
 		}
@@ -259,6 +299,12 @@ func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
 			return err
 		}
 		marked = true
+		if s.out != nil {
+			company, typ, content, _ := s.message(r) // Envelope succeeded with the same record
+			if err := s.out.sending(ctx, r, company, typ, content); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
 	_, err = s.env.Do(ctx, req)
@@ -270,10 +316,16 @@ func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
 			// restart before the ack holds it rather than resend it.
 			s.log.Warn().Err(err).Uint64(logging.FieldSeq, r.Seq).Msg("record delivery in state")
 		}
+		if _, err := s.out.resolveInFlight(ctx, r, false); err != nil {
+			s.log.Warn().Err(err).Uint64(logging.FieldSeq, r.Seq).Msg("apply the message's outcome; retried by the outcome sweep")
+		}
 		return nil
 	}
 	switch {
 	case marked && d365.IsInDoubt(err):
+		if handled, herr := s.out.resolveInFlight(ctx, r, true); handled {
+			return herr // F&O's event came before the answer
+		}
 		if s.cfg.InDoubt == InDoubtHold {
 			return s.hold(ctx, r, err.Error())
 		}
@@ -286,12 +338,14 @@ func (s *Sink) send(ctx context.Context, r pipeline.Record) error {
 			if nerr := s.tracker.NotSent(ctx, r); nerr != nil {
 				s.log.Warn().Err(nerr).Uint64(logging.FieldSeq, r.Seq).Msg("clear in-flight marker")
 			}
+			s.out.notSent(ctx, r)
 		}
 		return err
 	case marked:
 		if nerr := s.tracker.NotSent(ctx, r); nerr != nil {
 			s.log.Warn().Err(nerr).Uint64(logging.FieldSeq, r.Seq).Msg("clear in-flight marker")
 		}
+		s.out.notSent(ctx, r)
 	}
 	return err
 }
@@ -334,12 +388,22 @@ func (s *Sink) Status() map[string]any {
 		"sent": s.sent.Load(), "rejected": s.rejected.Load(), "priorities": s.prios,
 	}
 	s.health.Report(st, "last_sent_at", s.tracker)
+	if s.out != nil {
+		st["outcomes"] = s.out.status()
+	}
 	return st
 }
 
-// Close releases nothing today (the tracker keeps its state in the
-// queue); safe to call twice.
-func (s *Sink) Close(context.Context) error { return nil }
+// Close stops the outcome sweeps (the tracker and the send entries keep
+// their state in the queue); safe to call twice.
+func (s *Sink) Close(context.Context) error {
+	s.closeOnce.Do(func() {
+		if s.stopSweep != nil {
+			close(s.stopSweep)
+		}
+	})
+	return nil
+}
 
 // streamsOf returns the streams of flows.
 func streamsOf(flows []pipeline.FlowInfo) []string {
