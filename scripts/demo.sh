@@ -37,6 +37,7 @@ export PLANTGATE_DEMO_DIR=$DEMO
 export PLANTGATE_DEMO_HTTP=${PLANTGATE_DEMO_HTTP:-127.0.0.1:9464}
 export PLANTGATE_DEMO_MQTT=${PLANTGATE_DEMO_MQTT:-127.0.0.1:1883}
 export PLANTGATE_DEMO_FO=${PLANTGATE_DEMO_FO:-127.0.0.1:18443}
+export PLANTGATE_DEMO_OPCUA=${PLANTGATE_DEMO_OPCUA:-127.0.0.1:4840}
 EMU=https://$PLANTGATE_DEMO_FO
 GW=http://$PLANTGATE_DEMO_HTTP
 CA=$DEMO/emulator/ca.pem
@@ -143,16 +144,26 @@ say "building"
 CGO_ENABLED=0 go build -o "$DEMO/bin/plantgate" ./cmd/plantgate
 CGO_ENABLED=0 go build -o "$DEMO/bin/fo-emulator" ./cmd/fo-emulator
 CGO_ENABLED=0 go build -o "$DEMO/bin/mes-simulator" ./cmd/mes-simulator
+CGO_ENABLED=0 go build -o "$DEMO/bin/opcua-simulator" ./cmd/opcua-simulator
 
 start fo-emulator "$DEMO/bin/fo-emulator" --listen "$PLANTGATE_DEMO_FO" --data-dir "$DEMO/emulator" --log-format json
 wait_until "fo-emulator" 20 curl -sf --cacert "$CA" "$EMU/_emulator/"
+
+# The line's PLC, OPC UA with Basic256Sha256: it makes order P000103 (the
+# MES simulator skips it); the gateway trusts its certificate (source
+# line3's pki/trusted).
+start opcua-simulator "$DEMO/bin/opcua-simulator" --listen "$PLANTGATE_DEMO_OPCUA" --secure \
+  --pki "$DEMO/opcua-simulator" --emulator "$EMU" --ca "$CA" --orders P000103:FG-1000 --every 3s
+wait_until "opcua-simulator" 20 test -s "$DEMO/opcua-simulator/cert.der"
+mkdir -p "$DEMO/data/sources/line3/pki/trusted"
+cp "$DEMO/opcua-simulator/cert.der" "$DEMO/data/sources/line3/pki/trusted/line-simulator.der"
 
 "$DEMO/bin/plantgate" check-config -c "$CONFIG"
 start plantgate "$DEMO/bin/plantgate" run -c "$CONFIG" --log-format json
 wait_until "plantgate" 20 curl -sf "$GW/readyz"
 
 start mes-simulator "$DEMO/bin/mes-simulator" \
-  --broker "tcp://$PLANTGATE_DEMO_MQTT" --username mes --emulator "$EMU" --ca "$CA" --every 2s
+  --broker "tcp://$PLANTGATE_DEMO_MQTT" --username mes --emulator "$EMU" --ca "$CA" --every 2s --skip P000103
 
 # The admin call the banner shows, made once: the header file keeps the
 # token off curl's command line.
@@ -175,6 +186,9 @@ state is in $DEMO/previous-run/).
   consumption (DMF)      curl -s --cacert $CA $EMU/_emulator/records/ProductionPickingListJournalEntries
                          (a batch is imported when its oldest line is 20 s old; the batch in
                          flight is under "batches" in the gateway status)
+  OPC UA line (PLC)      opc.tcp://$PLANTGATE_DEMO_OPCUA (opcua-simulator): its good and scrap
+                         counts become reports as finished (flows machine-good, machine-scrap;
+                         source line3 in the gateway status)
   logs                   $DEMO/logs/
 
 The admin API (made for this run; also in $DEMO/secrets/, readable by you only):

@@ -43,12 +43,12 @@ func TestDemoRerun(t *testing.T) {
 		t.Skip("builds and runs the demo")
 	}
 	dir := t.TempDir()
-	httpAddr, mqttAddr, foAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	httpAddr, mqttAddr, foAddr, opcuaAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	cfg, err := os.ReadFile("../configs/demo.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfgText := strings.NewReplacer("127.0.0.1:9464", httpAddr, "127.0.0.1:1883", mqttAddr, "127.0.0.1:18443", foAddr).Replace(string(cfg))
+	cfgText := strings.NewReplacer("127.0.0.1:9464", httpAddr, "127.0.0.1:1883", mqttAddr, "127.0.0.1:18443", foAddr, "127.0.0.1:4840", opcuaAddr).Replace(string(cfg))
 	cfgPath := filepath.Join(dir, "demo.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
@@ -59,7 +59,7 @@ func TestDemoRerun(t *testing.T) {
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "./demo.sh")
 		cmd.Env = append(os.Environ(), "PLANTGATE_DEMO_DIR="+filepath.Join(dir, "demo"), "PLANTGATE_DEMO_CONFIG="+cfgPath,
-			"PLANTGATE_DEMO_HTTP="+httpAddr, "PLANTGATE_DEMO_MQTT="+mqttAddr, "PLANTGATE_DEMO_FO="+foAddr,
+			"PLANTGATE_DEMO_HTTP="+httpAddr, "PLANTGATE_DEMO_MQTT="+mqttAddr, "PLANTGATE_DEMO_FO="+foAddr, "PLANTGATE_DEMO_OPCUA="+opcuaAddr,
 			"PLANTGATE_DEMO_DURATION="+duration)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out

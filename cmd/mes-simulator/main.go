@@ -32,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -76,6 +77,7 @@ func run(args []string, out io.Writer) error {
 	batch := fs.Float64("batch", 10, "good quantity per report-as-finished message")
 	once := fs.Bool("once", false, "report each order once fully, then exit")
 	consume := fs.Bool("consumption", true, "publish picking-list consumption with each report-as-finished message")
+	skip := fs.String("skip", "", "orders to leave alone, comma-separated (another line reports them)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -93,6 +95,7 @@ func run(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	orders = slices.DeleteFunc(orders, func(o order) bool { return slices.Contains(strings.Split(*skip, ","), o.Number) })
 	if len(orders) == 0 {
 		return errors.New("the emulator has no released production orders")
 	}

@@ -3,7 +3,12 @@
 // whose good and scrap counters count up while the machine runs an order.
 //
 //	opcua-simulator --listen 127.0.0.1:4840 [--secure --pki DIR] --orders P000103:FG-1000,P000104:FG-1000
-//	opcua-simulator --emulator https://127.0.0.1:18443 --ca DIR/ca.pem   (orders from fo-emulator)
+//	opcua-simulator --emulator https://127.0.0.1:18443 --ca DIR/ca.pem [--orders ...]
+//
+// With --emulator the orders are fo-emulator's released orders of
+// --company (or those of --orders); each runs once it is started in F&O,
+// for at most the quantity F&O has left to report, and when all are done
+// the line idles.
 //
 // Nodes, in namespace urn:plantgate:line-simulator (nsu=...;s=<name>):
 // Line3.GoodCount and Line3.ScrapCount (UInt32, never reset), Line3.State
@@ -57,6 +62,7 @@ func run(args []string, out io.Writer) error {
 	ordersFlag := fs.String("orders", "", "ORDER:ITEM,... to run (default: released orders of --emulator)")
 	emu := fs.String("emulator", "", "fo-emulator base URL to take released orders from")
 	caFile := fs.String("ca", "", "CA file of the emulator (its DATA-DIR/ca.pem)")
+	company := fs.String("company", "USMF", "with --emulator: take the orders of this company (the plant's legal entity)")
 	every := fs.Duration("every", 5*time.Second, "time between production ticks")
 	parts := fs.Int("parts", 3, "most good parts per tick")
 	perOrder := fs.Int("per-order", 20, "good parts per order before the changeover")
@@ -75,7 +81,7 @@ func run(args []string, out io.Writer) error {
 		return err
 	}
 	if len(orders) == 0 && *emu != "" {
-		if orders, err = fetchOrders(ctx, *emu, *caFile); err != nil {
+		if orders, err = fetchOrders(ctx, *emu, *caFile, *company); err != nil {
 			return err
 		}
 	}
@@ -93,19 +99,38 @@ func run(args []string, out io.Writer) error {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 	tick := time.NewTicker(*every)
 	defer tick.Stop()
-	for i := 0; ctx.Err() == nil; i = (i + 1) % len(orders) {
+	for i := 0; ctx.Err() == nil; i++ {
+		if i == len(orders) {
+			if *emu != "" {
+				// F&O has every order reported: the line stands still.
+				sim.Set(opcuasim.State, "Idle")
+				sim.Set(opcuasim.Running, false)
+				fmt.Fprintln(out, "opcua-simulator: every order is reported; idling (Ctrl-C to stop)")
+				<-ctx.Done()
+				break
+			}
+			i = 0
+		}
 		o := orders[i]
+		quantity := *perOrder
+		if *emu != "" {
+			left := waitStarted(ctx, *emu, *caFile, o.number, out)
+			if left <= 0 {
+				continue
+			}
+			quantity = min(quantity, left)
+		}
 		sim.Set(opcuasim.Order, o.number)
 		sim.Set(opcuasim.Item, o.item)
 		sim.Set(opcuasim.State, "Running")
 		sim.Set(opcuasim.Running, true)
 		fmt.Fprintf(out, "running %s (%s)\n", o.number, o.item)
 		made := 0
-		for made < *perOrder && ctx.Err() == nil {
+		for made < quantity && ctx.Err() == nil {
 			select {
 			case <-ctx.Done():
 			case <-tick.C:
-				n := min(1+rng.IntN(*parts), *perOrder-made)
+				n := min(1+rng.IntN(*parts), quantity-made)
 				made += n
 				good += uint32(n)
 				sim.Set(opcuasim.Good, good)
@@ -128,6 +153,28 @@ func run(args []string, out io.Writer) error {
 	go sim.Close() // the gopcua server waits up to 10 s for clients
 	time.Sleep(200 * time.Millisecond)
 	return nil
+}
+
+// waitStarted waits up to a minute for the emulator to show the order
+// started (F&O refuses reports as finished before), polling every 2 s, and
+// returns the quantity left to report.
+func waitStarted(ctx context.Context, base, caFile, number string, out io.Writer) int {
+	for i := 0; i < 30 && ctx.Err() == nil; i++ {
+		o, err := orderStatus(ctx, base, caFile, number)
+		if err == nil && o.Status == "StartedUp" {
+			return int(o.Scheduled - o.Reported)
+		}
+		if err == nil && o.Status != "Released" {
+			fmt.Fprintf(out, "skipping %s: status %s\n", number, o.Status)
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+	fmt.Fprintf(out, "skipping %s: not started within a minute\n", number)
+	return 0
 }
 
 func parseOrders(s string) ([]order, error) {
@@ -174,9 +221,47 @@ func saveCounters(dir string, good, scrap uint32) {
 	}
 }
 
-// fetchOrders takes the released orders of an fo-emulator, last first (an
-// MES simulator on the same emulator takes them first first).
-func fetchOrders(ctx context.Context, base, caFile string) ([]order, error) {
+// fetchOrders takes the released orders of company from an fo-emulator,
+// last first (an MES simulator on the same emulator takes them first
+// first).
+type emuOrder struct {
+	Number    string  `json:"production_order"`
+	Item      string  `json:"item_number"`
+	Status    string  `json:"status"`
+	Company   string  `json:"company"`
+	Scheduled float64 `json:"scheduled_quantity"`
+	Reported  float64 `json:"reported_good_quantity"`
+}
+
+func orderStatus(ctx context.Context, base, caFile, number string) (emuOrder, error) {
+	all, err := listOrders(ctx, base, caFile)
+	if err != nil {
+		return emuOrder{}, err
+	}
+	for _, o := range all {
+		if o.Number == number {
+			return o, nil
+		}
+	}
+	return emuOrder{}, fmt.Errorf("no order %s", number)
+}
+
+func fetchOrders(ctx context.Context, base, caFile, company string) ([]order, error) {
+	all, err := listOrders(ctx, base, caFile)
+	if err != nil {
+		return nil, err
+	}
+	var out []order
+	for _, o := range all {
+		if (o.Status == "Released" || o.Status == "StartedUp") && strings.EqualFold(o.Company, company) {
+			out = append(out, order{o.Number, o.Item})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].number > out[j].number })
+	return out, nil
+}
+
+func listOrders(ctx context.Context, base, caFile string) ([]emuOrder, error) {
 	cl := &http.Client{Timeout: 10 * time.Second}
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
@@ -197,11 +282,7 @@ func fetchOrders(ctx context.Context, base, caFile string) ([]order, error) {
 			if resp.StatusCode != http.StatusOK {
 				return nil, fmt.Errorf("GET production orders: %s", resp.Status)
 			}
-			var all []struct {
-				Number string `json:"production_order"`
-				Item   string `json:"item_number"`
-				Status string `json:"status"`
-			}
+			var all []emuOrder
 			if err := json.Unmarshal(body, &all); err != nil {
 				var wrapped struct {
 					Value json.RawMessage `json:"value"`
@@ -210,14 +291,7 @@ func fetchOrders(ctx context.Context, base, caFile string) ([]order, error) {
 					return nil, fmt.Errorf("decode production orders: %w", err)
 				}
 			}
-			var out []order
-			for _, o := range all {
-				if o.Status == "Released" || o.Status == "StartedUp" {
-					out = append(out, order{o.Number, o.Item})
-				}
-			}
-			sort.Slice(out, func(i, j int) bool { return out[i].number > out[j].number })
-			return out, nil
+			return all, nil
 		}
 		lastErr = err
 		select {
