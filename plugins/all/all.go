@@ -12,5 +12,6 @@ import (
 	_ "github.com/plantgate/plantgate/plugins/outputs/fomes"
 	_ "github.com/plantgate/plantgate/plugins/outputs/foodata"
 	_ "github.com/plantgate/plantgate/plugins/outputs/fooutcomes"
+	_ "github.com/plantgate/plantgate/plugins/outputs/mqtt"
 	_ "github.com/plantgate/plantgate/plugins/outputs/recorder"
 )

@@ -60,6 +60,8 @@ type Config struct {
 	Blob *BlobEndpoint `yaml:"blob"`
 	// HTTPS receives events from F&O's HTTPS endpoint.
 	HTTPS *HTTPSEndpoint `yaml:"https"`
+	// Poll reads production orders through OData instead of events.
+	Poll *PollEndpoint `yaml:"odata_poll"`
 }
 
 // BlobEndpoint is the storage account and container F&O writes events to.
@@ -101,8 +103,8 @@ type HTTPSEndpoint struct {
 
 // Validate checks what the tags cannot.
 func (c *Config) Validate() error {
-	if c.Blob == nil && c.HTTPS == nil {
-		return errors.New("fo.events needs an endpoint: blob, https or both")
+	if c.Blob == nil && c.HTTPS == nil && c.Poll == nil {
+		return errors.New("fo.events needs an endpoint: blob, https, odata_poll, or several")
 	}
 	if b := c.Blob; b != nil {
 		if !strings.HasPrefix(b.URL, "https://") && !strings.HasPrefix(b.URL, "http://") {
@@ -144,7 +146,8 @@ type Source struct {
 	emMu sync.Mutex
 	em   pipeline.Emitter
 
-	blobStat, httpStat endpointStatus
+	blobStat, httpStat, pollStat endpointStatus
+	fo                           *d365.Env
 }
 
 // endpointStatus is one endpoint's counters for status.
@@ -190,6 +193,13 @@ func New(cfg *Config, env pipeline.Env) (*Source, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	if cfg.Poll != nil {
+		fe, err := d365.Resolve(env, cfg.Poll.Env)
+		if err != nil {
+			return nil, fmt.Errorf("odata_poll: %w", err)
+		}
+		s.fo = fe
+	}
 	if b := cfg.Blob; b != nil {
 		opts := &azblob.ClientOptions{ClientOptions: azcore.ClientOptions{Retry: policy.RetryOptions{MaxRetries: 1}}}
 		u := strings.TrimRight(b.URL, "/") + "/"
@@ -220,13 +230,21 @@ func (s *Source) Run(ctx context.Context, em pipeline.Emitter) error {
 		s.em = nil
 		s.emMu.Unlock()
 	}()
+	se, ok := em.(pipeline.StateEmitter)
+	if !ok && (s.cfg.Blob != nil || s.cfg.Poll != nil) {
+		return errors.New("the blob and odata_poll endpoints need an emitter that commits state with the records")
+	}
+	if s.cfg.Poll != nil {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() {
+			defer close(done)
+			s.runPoll(ctx, se, s.fo)
+		}()
+	}
 	if s.cfg.Blob == nil {
 		<-ctx.Done()
 		return nil
-	}
-	se, ok := em.(pipeline.StateEmitter)
-	if !ok {
-		return errors.New("the blob endpoint needs an emitter that commits state with the records")
 	}
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -511,6 +529,11 @@ func (s *Source) Status() map[string]any {
 		}
 		eps = append(eps, st)
 	}
+	if s.cfg.Poll != nil {
+		st := s.pollStat.report("odata_poll")
+		st["env"], st["interval"] = s.cfg.Poll.Env, s.cfg.Poll.Interval.String()
+		eps = append(eps, st)
+	}
 	return map[string]any{"endpoints": eps}
 }
 
@@ -552,7 +575,7 @@ func newMetrics(reg prometheus.Registerer, source string) *metrics {
 		errors: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_fo_events_errors_total", Help: "Failed listings, reads, deletes, commits and refused requests of an event endpoint."}, l)),
 		lag:    register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "plantgate_fo_events_lag_seconds", Help: "blob: age of the oldest blob not yet read; https: age of the last event when it was received."}, l)),
 	}
-	for _, ep := range []string{"blob", "https"} {
+	for _, ep := range []string{"blob", "https", "odata_poll"} {
 		m.read.WithLabelValues(source, ep)
 		m.bad.WithLabelValues(source, ep)
 		m.errors.WithLabelValues(source, ep)

@@ -100,7 +100,25 @@ flows:
     key: payload.EventId
     id: payload.EventId
     to: outcomes
+  released:
+    from: events
+    when: meta.business_event_id == "ProductionOrderReleasedBusinessEvent"
+    key: payload.ProductionOrderNumber
+    id: payload.EventId
+    to: orders
+    map:
+      ProductionOrderNumber: payload.ProductionOrderNumber
+      Company: payload.LegalEntity
+      Item: payload.ItemNumber
+      Quantity: payload.ScheduledQuantity
+      Status: payload.ProductionOrderStatus
 sinks:
+  orders:
+    type: mqtt
+    broker: %[6]s
+    client_id: plantgate-outcomes-test
+    topic: mes/orders/{Company}/{ProductionOrderNumber}
+    retry: {initial: 20ms, max: 200ms}
   mes:
     type: fo.mes
     env: emu
@@ -239,6 +257,7 @@ func TestOutcomesThroughSIGKILL(t *testing.T) {
 	bin := plantgate(t)
 	azurite := foemutest.StartAzurite(t)
 	em := foemutest.Start(t)
+	broker := startMosquitto(t)
 	dir := t.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -256,7 +275,7 @@ func TestOutcomesThroughSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(dir, "plantgate.yaml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(gatewayConfig, dir, addr, em.BaseURL(), em.CAFile(), azurite)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(gatewayConfig, dir, addr, em.BaseURL(), em.CAFile(), azurite, broker)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	in := filepath.Join(dir, "in.jsonl")
@@ -311,6 +330,13 @@ func TestOutcomesThroughSIGKILL(t *testing.T) {
 	}
 	_ = resp.Body.Close()
 	killSome(2)
+	// The released order appears on its MQTT topic, retained.
+	foemutest.WaitFor(t, 30*time.Second, "P000104 on its MQTT topic", func() bool {
+		m := subscribe(t, broker, "mes/orders/#")
+		time.Sleep(200 * time.Millisecond)
+		v := m.get("mes/orders/USMF/P000104")
+		return v != nil && v["Status"] == "Released" && v["Item"] == "FG-1000" && v["Quantity"] == float64(40) && v["_retained"] == true
+	})
 	if g.api("/api/v1/admin/dead/replay", map[string]any{"stream": "mes", "seqs": []any{failed["seq"]}}) == nil {
 		t.Fatal("replay refused")
 	}
