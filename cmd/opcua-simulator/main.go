@@ -150,7 +150,7 @@ func run(args []string, out io.Writer) error {
 		}
 	}
 	fmt.Fprintln(out, "opcua-simulator: stopping")
-	go sim.Close() // the gopcua server waits up to 10 s for clients
+	go func() { _ = sim.Close() }() // the gopcua server waits up to 10 s for clients
 	time.Sleep(200 * time.Millisecond)
 	return nil
 }

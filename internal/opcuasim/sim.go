@@ -89,8 +89,8 @@ func FreePort(host string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	port := l.Addr().(*net.TCPAddr).Port
+	return port, l.Close()
 }
 
 // Start starts a simulator.
@@ -243,7 +243,7 @@ func serverCert(dir, host string) ([]byte, *rsa.PrivateKey, error) {
 		if err := os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
 			return nil, nil, err
 		}
-		if err := os.WriteFile(filepath.Join(dir, "cert.der"), der, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "cert.der"), der, 0o600); err != nil {
 			return nil, nil, err
 		}
 	}

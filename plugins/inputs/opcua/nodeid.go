@@ -41,7 +41,7 @@ func ParseNodeRef(s string) (NodeRef, error) {
 	}
 	id, err := ua.ParseNodeID(rest)
 	if err != nil {
-		return NodeRef{}, fmt.Errorf("node id %q: %v", s, err)
+		return NodeRef{}, fmt.Errorf("node id %q: %w", s, err)
 	}
 	if id.Type() == ua.NodeIDTypeString && id.StringID() == "" {
 		return NodeRef{}, fmt.Errorf("node id %q: empty string identifier", s)
@@ -73,7 +73,7 @@ func (r NodeRef) Resolve(namespaces []string) (*ua.NodeID, error) {
 		if u == r.URI {
 			id, err := ua.ParseNodeID(withNamespace(r.id, i))
 			if err != nil {
-				return nil, fmt.Errorf("node id %s: %v", r.text, err)
+				return nil, fmt.Errorf("node id %s: %w", r.text, err)
 			}
 			return id, nil
 		}

@@ -219,6 +219,8 @@ func (s *Source) Run(ctx context.Context, em pipeline.Emitter) error {
 	pol := backoff.Policy{Initial: s.cfg.ReconnectInitial, Max: s.cfg.ReconnectMax}
 	fails := 0
 	for ctx.Err() == nil {
+		// An error ends one connection; the source reports it and
+		// connects again, until ctx ends (a clean stop).
 		healthy, err := s.runOnce(ctx, em)
 		if ctx.Err() != nil {
 			break
@@ -239,7 +241,7 @@ func (s *Source) Run(ctx context.Context, em pipeline.Emitter) error {
 		fails++
 	}
 	s.setState("stopped")
-	return nil
+	return nil //nolint:nilerr // connection errors are reported in status and retried, not returned
 }
 
 func (s *Source) setState(st string) {

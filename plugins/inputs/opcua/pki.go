@@ -289,11 +289,11 @@ func writeFileSync(name string, b []byte, mode os.FileMode) error {
 		return err
 	}
 	if _, err := f.Write(b); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if err := f.Close(); err != nil {
@@ -304,7 +304,7 @@ func writeFileSync(name string, b []byte, mode os.FileMode) error {
 	}
 	if d, err := os.Open(filepath.Dir(name)); err == nil {
 		_ = d.Sync()
-		d.Close()
+		_ = d.Close()
 	}
 	return nil
 }

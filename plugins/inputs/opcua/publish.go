@@ -76,7 +76,7 @@ func (s *Source) publishLoop(ctx context.Context, c *opcua.Client, em pipeline.E
 				return healthy, fmt.Errorf("%w for %s: rebuilding it", errWatchdog, s.watchdog())
 			case errors.Is(err, ua.StatusBadNoSubscription), errors.Is(err, ua.StatusBadSubscriptionIDInvalid):
 				s.sub.lost = true
-				return healthy, fmt.Errorf("publish: %w (%v)", errSubscriptionGone, err)
+				return healthy, fmt.Errorf("publish: %w (%w)", errSubscriptionGone, err)
 			case errors.Is(err, ua.StatusBadSessionIDInvalid), errors.Is(err, ua.StatusBadSessionClosed), errors.Is(err, ua.StatusBadSessionNotActivated):
 				s.dropSession = true
 				return healthy, fmt.Errorf("publish: the session ended: %w", err)
