@@ -403,5 +403,85 @@ func TestOutcomesThroughSIGKILL(t *testing.T) {
 		return strings.Count(sinks, `"awaiting_outcome":0`) == 1
 	})
 	t.Logf("after %d starts, sinks: %s", g.starts, sinks)
+
+	// Bad input on the HTTPS endpoint: each refused or dead-lettered with
+	// its reason, nothing counted twice.
+	post := func(token, body string) int {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/api/v1/events/hook", strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	var processed map[string]any
+	for _, ev := range em.Events() {
+		if ev.BusinessEventID == foemu.EventMessageProcessed && ev.Payload["MessageState"] == "Processed" {
+			processed = ev.Payload
+		}
+	}
+	dup, _ := json.Marshal(processed)
+	unknown := map[string]any{}
+	for k, v := range processed {
+		unknown[k] = v
+	}
+	unknown["EventId"] = "never-sent-1"
+	unknown["MessageContent"] = `{"ProductionOrderNumber":"P999999","StartedQuantity":1}`
+	unk, _ := json.Marshal(unknown)
+	if c := post("", string(dup)); c != http.StatusUnauthorized {
+		t.Errorf("no token: %d", c)
+	}
+	if c := post("wrong-token", string(dup)); c != http.StatusUnauthorized {
+		t.Errorf("wrong token: %d", c)
+	}
+	for _, b := range []string{string(dup), string(unk), `{"EventId": "broken`} {
+		if c := post("events-token", b); c != http.StatusOK {
+			t.Errorf("post %.40s: %d", b, c)
+		}
+	}
+	foemutest.WaitFor(t, 20*time.Second, "the unknown and the broken event dead-lettered", func() bool {
+		var unknownDead, brokenDead bool
+		for _, d := range g.list("/api/v1/admin/dead", "dead_letters") {
+			r, _ := d["reason"].(string)
+			unknownDead = unknownDead || (d["stream"] == "outcomes.outcomes" && strings.Contains(r, "no message sent by sink mes matches"))
+			brokenDead = brokenDead || (d["stream"] == "_source.events" && strings.HasPrefix(r, "decode:") && strings.Contains(fmt.Sprint(d["raw"]), "broken"))
+		}
+		return unknownDead && brokenDead
+	})
+	// The copy of a processed event changed nothing: the same outcomes as
+	// before it, in this process.
+	after, _ := json.Marshal(g.api("/api/v1/status", nil)["sinks"])
+	if a, b := outcomeCounts(t, sinks), outcomeCounts(t, string(after)); a != b {
+		t.Errorf("outcome counts before the bad events %s, after %s", a, b)
+	}
+	if counts2 := len(em.Messages()); counts2 != 5 {
+		t.Errorf("%d messages reached F&O, want 5", counts2)
+	}
 	g.stop()
+}
+
+// outcomeCounts returns the fo.mes sink's confirmed, failed and awaiting
+// counts from the status JSON of the sinks.
+func outcomeCounts(t *testing.T, sinksJSON string) string {
+	t.Helper()
+	var sinks []struct {
+		Name    string `json:"name"`
+		Details struct {
+			Outcomes map[string]any `json:"outcomes"`
+		} `json:"details"`
+	}
+	if err := json.Unmarshal([]byte(sinksJSON), &sinks); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sinks {
+		if o := s.Details.Outcomes; o != nil {
+			return fmt.Sprintf("confirmed %v failed %v awaiting %v", o["confirmed"], o["failed_in_fo"], o["awaiting_outcome"])
+		}
+	}
+	t.Fatalf("no outcomes in %s", sinksJSON)
+	return ""
 }
