@@ -49,8 +49,11 @@ type Options struct {
 	Line string
 	// Extra adds that many UInt32 variables Bench.0 .. Bench.N-1.
 	Extra int
-	// Username and Password, if set, enable username login too.
+	// Username and Password, if set, enable username login too. The
+	// gopcua server accepts any password.
 	Username, Password string
+	// CertificateLogin enables X.509 user certificate login too.
+	CertificateLogin bool
 	// Advertise lists more host:port addresses the server's endpoints are
 	// offered under (a proxy in front of it).
 	Advertise []string
@@ -142,6 +145,9 @@ func Start(ctx context.Context, o Options) (*Sim, error) {
 	}
 	if o.Username != "" {
 		opts = append(opts, server.EnableAuthMode(ua.UserTokenTypeUserName))
+	}
+	if o.CertificateLogin {
+		opts = append(opts, server.EnableAuthMode(ua.UserTokenTypeCertificate))
 	}
 	srv := server.New(opts...)
 	for i := 0; i < o.Shift; i++ {

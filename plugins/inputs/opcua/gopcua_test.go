@@ -2,6 +2,8 @@ package opcua
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/opcuasim"
 )
 
@@ -294,4 +297,71 @@ func TestGopcuaHangRebuildsSubscription(t *testing.T) {
 	eventually(t, 5*time.Second, "the gap record", func() bool { return len(g.gaps()) == 1 })
 	sim.Set(opcuasim.Good, uint32(121))
 	eventually(t, 5*time.Second, "values after the rebuild", func() bool { return g.increase("good-parts") == 21 })
+}
+
+// TestGopcuaEveryPolicyAndMode connects with each security policy and mode
+// plantgate supports, anonymously, with a username and with a user
+// certificate, and reads a value. (The gopcua server accepts any password
+// and user certificate: this shows the tokens are made and accepted.)
+func TestGopcuaEveryPolicyAndMode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test; skipped under -short")
+	}
+	sim := startSim(t, opcuasim.Options{Secure: true, Username: "plantgate", Password: "pw", CertificateLogin: true})
+	sim.Set(opcuasim.Good, uint32(7))
+	pkiDir := t.TempDir()
+	userDER, userKey, err := GenerateCertificate("urn:plantgate:test:user", "operator", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userCert, userKeyFile := filepath.Join(pkiDir, "user.der"), filepath.Join(pkiDir, "user.pem")
+	if err := os.WriteFile(userCert, userDER, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(userKeyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(userKey)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := PKI{Dir: pkiDir}
+	if _, _, _, err := p.OwnCertificate("urn:plantgate:test:cli"); err != nil {
+		t.Fatal(err)
+	}
+	for _, pol := range []string{"Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"} {
+		for _, mode := range []string{"Sign", "SignAndEncrypt"} {
+			for _, auth := range []Auth{{Type: "anonymous"}, {Type: "username", Username: "plantgate", Password: logging.NewSecret("pw")}, {Type: "certificate", CertFile: userCert, KeyFile: userKeyFile}} {
+				cfg := &Config{Endpoint: sim.Endpoint(), Security: Security{Policy: pol, Mode: mode}, Auth: auth, ServerFingerprint: Fingerprint(sim.Certificate()), RequestTimeout: 5 * time.Second}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				c, err := Dial(ctx, cfg, pkiDir, "urn:plantgate:test:cli")
+				if err != nil {
+					cancel()
+					t.Fatalf("%s/%s %s: %v", pol, mode, auth.Type, err)
+				}
+				dv, _, err := ReadNode(ctx, c, "nsu="+opcuasim.DefaultNamespace+";s=Line3.GoodCount")
+				_ = c.Close(ctx)
+				cancel()
+				if err != nil {
+					t.Fatalf("%s/%s %s: read: %v", pol, mode, auth.Type, err)
+				}
+				if v, _ := Value(dv); v != uint32(7) {
+					t.Fatalf("%s/%s %s: read %v", pol, mode, auth.Type, v)
+				}
+			}
+		}
+	}
+}
+
+// TestGopcuaPollMode counts parts in poll mode (Read every poll_interval).
+func TestGopcuaPollMode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test; skipped under -short")
+	}
+	sim := startSim(t, opcuasim.Options{})
+	sim.Set(opcuasim.Good, uint32(10))
+	g := newGateway(t, t.TempDir(), "endpoint: "+sim.Endpoint()+"\nsecurity: {policy: None, mode: None}\nmode: poll\npoll_interval: 50ms\n"+fastTimers+lineNodes(opcuasim.DefaultNamespace))
+	g.start()
+	eventually(t, 10*time.Second, "the baseline", func() bool { return goodValue(g) == uint32(10) })
+	for i := 11; i <= 15; i++ {
+		sim.Set(opcuasim.Good, uint32(i))
+		time.Sleep(120 * time.Millisecond)
+	}
+	eventually(t, 5*time.Second, "5 parts", func() bool { return g.increase("good-parts") == 5 })
 }

@@ -73,6 +73,18 @@ func parseConfigFlows(t testing.TB, body, flowsYAML string) (*Config, []*flow.Fl
 	return cfg.Sources["line"].Settings.(*Config), flows
 }
 
+// configError loads body as the opcua source's settings and returns the
+// loader's error.
+func configError(body string) error {
+	doc := "gateway: {id: test}\nsources:\n  line:\n    type: opcua\n" + indent(body, "    ") + "\nsinks:\n  out: {type: out}\nflows:\n  f: {from: line, to: out}\n"
+	opts := config.Options{
+		SourceConfig: func(typ string) (any, bool) { return &Config{}, typ == "opcua" },
+		SinkConfig:   func(typ string) (any, bool) { return nil, typ == "out" },
+	}
+	_, err := config.Parse("test.yaml", []byte(doc), opts)
+	return err
+}
+
 func indent(s, pre string) string {
 	var b strings.Builder
 	for line := range strings.Lines(strings.TrimSpace(s) + "\n") {
