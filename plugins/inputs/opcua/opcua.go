@@ -38,6 +38,11 @@ func init() {
 		New: func(cfg any, env pipeline.Env) (pipeline.Source, error) {
 			return New(cfg.(*Config), env)
 		},
+		// Counter events are committed with their state and never come
+		// twice; change and edge events start from the first value after
+		// a start. Value records may: after a restart the current values
+		// are read and recorded again.
+		Redelivers: func(cfg any) bool { return cfg.(*Config).EmitValues },
 	})
 }
 
