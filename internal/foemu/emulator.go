@@ -446,7 +446,7 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 			}()
 		}
-		if r.Method != http.MethodGet && route != RouteMES {
+		if r.Method != http.MethodGet && (route == RouteOData || route == RouteBatch) {
 			// A write may change a production order's status: business events.
 			defer e.noteOrderChanges()
 		}
