@@ -2,12 +2,15 @@ package opcua
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plantgate/plantgate/internal/pipeline"
 )
 
 // TestOwnCertificateIsMadeOnce checks that the application certificate is
@@ -87,5 +90,29 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want an error with %q", tc.body, err, tc.want)
 		}
+	}
+}
+
+// TestStatusWarnsBeforeCertificateExpiry: a server certificate that ends
+// within cert_warning is a warning in status, with its date.
+func TestStatusWarnsBeforeCertificateExpiry(t *testing.T) {
+	cfg, _ := parseConfig(t, "endpoint: opc.tcp://h:4840\nnodes: {good: {node: \"i=1\"}}\n")
+	s, err := New(cfg, pipeline.Env{Name: "line", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	soon, _, _ := GenerateCertificate("urn:server", "server", 10*24*time.Hour)
+	later, _, _ := GenerateCertificate("urn:own", "own", 300*24*time.Hour)
+	c1, _ := x509.ParseCertificate(soon)
+	c2, _ := x509.ParseCertificate(later)
+	s.st.serverCert, s.st.ownCert = c1, c2
+	st := s.Status()
+	w, _ := st["warnings"].([]string)
+	if len(w) != 1 || !strings.Contains(w[0], "server certificate expires on "+c1.NotAfter.UTC().Format(time.DateOnly)) {
+		t.Fatalf("warnings %v", st["warnings"])
+	}
+	certs := st["certificates"].(map[string]any)
+	if certs["server"].(map[string]any)["warning"] != "expires soon" || certs["own"].(map[string]any)["warning"] != nil {
+		t.Fatalf("certificates %v", certs)
 	}
 }
