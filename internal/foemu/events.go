@@ -366,7 +366,7 @@ func (e *Emulator) raise(payloads []map[string]any) {
 		p["EventTime"] = eventTime(now)
 		p["EventTimeIso"] = now.Format(time.RFC3339Nano)
 		p["ControlNumber"] = e.ev.control
-		ev.Lost = cfg.Loss > 0 && rand.Float64() < cfg.Loss //nolint:gosec // fault injection, not security
+		ev.Lost = cfg.Loss > 0 && rand.Float64() < cfg.Loss
 		if !ev.Lost {
 			for _, ep := range cfg.Endpoints {
 				ev.Deliveries[ep.Name] = &EventDelivery{State: "pending"}

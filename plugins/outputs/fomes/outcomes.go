@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/d365"
 	"github.com/plantgate/plantgate/internal/logging"
@@ -311,12 +312,12 @@ func (o *outcomes) apply(ctx context.Context, oc Outcome) (string, *SentEntry, e
 		o.failed.Inc()
 		o.nFailed++
 	}
-	ev := o.s.log.Info()
+	lvl := zerolog.InfoLevel
 	if e.State == "Failed" {
-		ev = o.s.log.Warn().Str(logging.FieldReason, e.Infolog)
+		lvl = zerolog.WarnLevel
 	}
-	ev.Str(logging.FieldStream, e.Stream).Uint64(logging.FieldSeq, e.Seq).Str(logging.FieldKey, e.Key).Str("event_id", e.EventID).
-		Str(logging.FieldMessageType, e.Type).Bool("was_in_doubt", e.Held).Msg("MES message " + resultOf(&e) + " by F&O")
+	o.s.log.WithLevel(lvl).Str(logging.FieldStream, e.Stream).Uint64(logging.FieldSeq, e.Seq).Str(logging.FieldKey, e.Key).Str("event_id", e.EventID).
+		Str(logging.FieldMessageType, e.Type).Str(logging.FieldReason, e.Infolog).Msg("MES message " + resultOf(&e) + " by F&O")
 	o.gauges()
 	if err := o.effects(ctx, best); err != nil {
 		return "", best, err

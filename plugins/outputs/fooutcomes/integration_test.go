@@ -147,7 +147,7 @@ type gateway struct {
 
 func (g *gateway) start() {
 	g.t.Helper()
-	g.cmd = exec.Command(g.bin, "run", "-c", g.cfg) //nolint:gosec // the test's own binary
+	g.cmd = exec.Command(g.bin, "run", "-c", g.cfg)
 	g.cmd.Env = append(os.Environ(), g.env...)
 	g.stderr = &bytes.Buffer{}
 	g.cmd.Stderr = g.stderr

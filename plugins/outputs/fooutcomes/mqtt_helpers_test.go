@@ -41,7 +41,7 @@ func startMosquitto(t *testing.T) string {
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nlog_dest stderr\nlog_type error\n", port)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-c", conf) //nolint:gosec // the test's broker
+	cmd := exec.Command(bin, "-c", conf)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
