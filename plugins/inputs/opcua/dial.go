@@ -30,7 +30,7 @@ func Dial(ctx context.Context, cfg *Config, pkiDir, appURI string) (*opcua.Clien
 	if c.KeepAliveCount <= 0 {
 		c.KeepAliveCount = 10
 	}
-	s := &Source{cfg: c, log: zerolog.Nop(), pki: PKI{Dir: pkiDir}, appURI: appURI, now: time.Now, name: "cli"}
+	s := &Source{cfg: c, log: zerolog.Nop(), pki: PKI{Dir: pkiDir}, appURI: appURI, now: time.Now, name: "cli", m: newMetrics(nil, "cli")}
 	if _, _, _, err := s.pki.OwnCertificate(appURI); err != nil {
 		return nil, fmt.Errorf("application certificate: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/plantgate/plantgate/internal/config"
@@ -103,6 +104,7 @@ type gateway struct {
 	src    *Source
 	cfg    *Config
 	flows  []*flow.Flow
+	reg    *prometheus.Registry
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -121,7 +123,7 @@ func newGatewayFlows(t testing.TB, dir, body, flowsYAML string) *gateway {
 
 func newGatewayWith(t testing.TB, dir string, cfg *Config, flows []*flow.Flow) *gateway {
 	t.Helper()
-	g := &gateway{t: t, path: filepath.Join(dir, "queue.db"), data: dir, cfg: cfg, flows: flows}
+	g := &gateway{t: t, path: filepath.Join(dir, "queue.db"), data: dir, cfg: cfg, flows: flows, reg: prometheus.NewRegistry()}
 	g.open()
 	t.Cleanup(g.close)
 	return g
@@ -136,7 +138,7 @@ func (g *gateway) open() {
 	g.store = s
 	g.router = flow.NewRouter(s, g.flows, zerolog.Nop(), nil)
 	cfg := *g.cfg
-	src, err := New(&cfg, pipeline.Env{Name: testSource, Log: testLogger(g.t), Now: time.Now, State: s.Scope(flow.SourceStateScope(testSource)),
+	src, err := New(&cfg, pipeline.Env{Name: testSource, Log: testLogger(g.t), Now: time.Now, Metrics: g.reg, State: s.Scope(flow.SourceStateScope(testSource)),
 		DataDir: filepath.Join(g.data, "sources", testSource), GatewayID: "test"})
 	if err != nil {
 		g.t.Fatal(err)
@@ -222,6 +224,28 @@ func toInt(v any) int64 {
 }
 
 func (g *gateway) status() map[string]any { return g.src.Status() }
+
+// metric returns the value of an opcua metric of the test source.
+func (g *gateway) metric(name string) float64 {
+	g.t.Helper()
+	mfs, err := g.reg.Gather()
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	g.t.Fatalf("no metric %s", name)
+	return 0
+}
 
 func (g *gateway) connected() bool { return g.status()["state"] == "connected" }
 

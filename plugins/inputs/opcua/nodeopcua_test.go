@@ -278,4 +278,7 @@ func TestNodeOPCUAServerRestart(t *testing.T) {
 	if st["count"].(int64) != 1 {
 		t.Fatalf("status gaps %v", st)
 	}
+	if g.metric("plantgate_opcua_gaps_total") != 1 || g.metric("plantgate_opcua_connected") != 1 || g.metric("plantgate_opcua_connects_total") < 2 {
+		t.Fatalf("metrics: gaps %v connected %v connects %v", g.metric("plantgate_opcua_gaps_total"), g.metric("plantgate_opcua_connected"), g.metric("plantgate_opcua_connects_total"))
+	}
 }

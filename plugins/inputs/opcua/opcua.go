@@ -80,6 +80,8 @@ type Source struct {
 	// the next Publish request. A new session or subscription clears them.
 	acked []*ua.SubscriptionAcknowledgement
 
+	m *sourceMetrics
+
 	mu sync.Mutex // guards the status fields below and in items
 	st status
 }
@@ -164,7 +166,7 @@ func New(cfg *Config, env pipeline.Env) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: *cfg, name: env.Name, log: env.Log, state: env.State, rules: rs, byName: map[string]*item{}, now: env.Now}
+	s := &Source{cfg: *cfg, name: env.Name, log: env.Log, state: env.State, rules: rs, byName: map[string]*item{}, now: env.Now, m: newMetrics(env.Metrics, env.Name)}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -221,6 +223,7 @@ func (s *Source) Run(ctx context.Context, em pipeline.Emitter) error {
 	s.mu.Lock()
 	s.st.ownCert = own
 	s.mu.Unlock()
+	s.m.ownExpiry.Set(float64(own.NotAfter.Unix()))
 	pol := backoff.Policy{Initial: s.cfg.ReconnectInitial, Max: s.cfg.ReconnectMax}
 	fails := 0
 	for ctx.Err() == nil {
@@ -253,6 +256,11 @@ func (s *Source) setState(st string) {
 	s.mu.Lock()
 	s.st.state = st
 	s.mu.Unlock()
+	if st == "connected" {
+		s.m.connected.Set(1)
+	} else {
+		s.m.connected.Set(0)
+	}
 }
 
 func (s *Source) fail(err error) {
@@ -309,6 +317,8 @@ func (s *Source) runOnce(ctx context.Context, em pipeline.Emitter) (healthy bool
 		s.st.created++
 	}
 	s.mu.Unlock()
+	s.m.connected.Set(1)
+	s.m.connects.Inc()
 	s.log.Info().Str("endpoint", s.cfg.Endpoint).Bool("session_reactivated", restored).Bool("subscription_kept", s.sub != nil && !s.sub.lost).Str("policy", s.st.policy).Str("mode", s.st.mode).Msg("opcua: connected")
 	if s.cfg.Mode == "poll" {
 		return s.poll(ctx, c, em)
@@ -401,6 +411,9 @@ func (s *Source) connect(ctx context.Context) (*opcua.Client, bool, error) {
 		s.mu.Lock()
 		s.st.serverCert, s.st.serverFP = cert, Fingerprint(ep.ServerCertificate)
 		s.mu.Unlock()
+		if cert != nil {
+			s.m.serverExp.Set(float64(cert.NotAfter.Unix()))
+		}
 		if err != nil {
 			return nil, false, err
 		}
@@ -834,6 +847,7 @@ func (s *Source) sample(it *item, dv *ua.DataValue, read bool) ([]pipeline.Messa
 	}
 	s.st.values++
 	s.mu.Unlock()
+	s.m.values.Inc()
 	sm := rules.Sample{Name: it.name, Value: plainValue(v), Good: good, Time: at}
 	evs, ws, errs := s.engine.Observe(sm)
 	for _, err := range errs {
@@ -926,6 +940,7 @@ func (s *Source) eventMessage(ev rules.Event) pipeline.Message {
 	s.st.events++
 	s.st.ruleEvents[ev.Rule]++
 	s.mu.Unlock()
+	s.m.events.Inc()
 	return s.message(p, map[string]any{"kind": KindEvent, "rule": ev.Rule, "rule_kind": ev.Kind, "endpoint": s.cfg.Endpoint})
 }
 
@@ -939,6 +954,7 @@ func (s *Source) recordGap(g Gap) pipeline.Message {
 		g.Start = g.End
 	}
 	s.mu.Lock()
+	s.m.gaps.Inc()
 	s.st.gapCount++
 	s.st.gaps = append(s.st.gaps, g)
 	if len(s.st.gaps) > 20 {

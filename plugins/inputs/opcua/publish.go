@@ -72,6 +72,7 @@ func (s *Source) publishLoop(ctx context.Context, c *opcua.Client, em pipeline.E
 				s.mu.Lock()
 				s.st.watchdog++
 				s.mu.Unlock()
+				s.m.watchdog.Inc()
 				s.sub.lost = true
 				return healthy, fmt.Errorf("%w for %s: rebuilding it", errWatchdog, s.watchdog())
 			case errors.Is(err, ua.StatusBadNoSubscription), errors.Is(err, ua.StatusBadSubscriptionIDInvalid):
@@ -266,6 +267,7 @@ func (s *Source) republish(ctx context.Context, c *opcua.Client, em pipeline.Emi
 		s.mu.Lock()
 		s.st.republished++
 		s.mu.Unlock()
+		s.m.republished.Inc()
 		seq = nextSeq(msg.SequenceNumber)
 		s.sub.nextSeq = seq
 	}
