@@ -117,12 +117,13 @@ func (s *Sink) applier() (Applier, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Not Permanent: the events wait in the queue until the config is fixed.
 	a, ok := v.(Applier)
 	if !ok {
-		return nil, pipeline.Permanent(fmt.Errorf("sink %s is not a fo.mes sink", s.cfg.MES))
+		return nil, fmt.Errorf("sink %s is not a fo.mes sink", s.cfg.MES)
 	}
 	if !a.TracksOutcomes() {
-		return nil, pipeline.Permanent(fmt.Errorf("sink %s does not track outcomes: set track_outcomes: true on it", s.cfg.MES))
+		return nil, fmt.Errorf("sink %s does not track outcomes: set track_outcomes: true on it", s.cfg.MES)
 	}
 	s.mes = a
 	return a, nil
@@ -182,4 +183,14 @@ func (s *Sink) Write(ctx context.Context, batch []pipeline.Record) error {
 	})
 }
 
-var _ pipeline.Sink = (*Sink)(nil)
+// Probe checks that the fo.mes sink exists and tracks outcomes, so that
+// a wrong mes: fails at start (startup: probe) and shows as not ready.
+func (s *Sink) Probe(context.Context) error {
+	_, err := s.applier()
+	return err
+}
+
+var (
+	_ pipeline.Sink   = (*Sink)(nil)
+	_ pipeline.Prober = (*Sink)(nil)
+)

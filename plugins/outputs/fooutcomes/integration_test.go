@@ -76,16 +76,7 @@ sources:
     poll_interval: 10ms
   events:
     type: fo.events
-    blob:
-      url: %[5]s
-      account: devstoreaccount1
-      key: ${env:PG_AZ_KEY}
-      container: events
-      poll_interval: 100ms
-    https:
-      path: hook
-      token: ${env:PG_EVENTS_TOKEN}
-flows:
+%[7]sflows:
   starts:
     from: in
     key: payload.order
@@ -254,6 +245,26 @@ func appendLine(t *testing.T, path, line string) {
 // is resolved by its event without an operator. The emulator's own
 // records are the count: nothing lost, nothing twice.
 func TestOutcomesThroughSIGKILL(t *testing.T) {
+	for _, endpoints := range []string{"blob", "https", "blob+https"} {
+		t.Run(endpoints, func(t *testing.T) { testOutcomes(t, endpoints) })
+	}
+}
+
+const (
+	blobSource = `    blob:
+      url: %s
+      account: devstoreaccount1
+      key: ${env:PG_AZ_KEY}
+      container: events
+      poll_interval: 100ms
+`
+	httpsSource = `    https:
+      path: hook
+      token: ${env:PG_EVENTS_TOKEN}
+`
+)
+
+func testOutcomes(t *testing.T, endpoints string) {
 	bin := plantgate(t)
 	azurite := foemutest.StartAzurite(t)
 	em := foemutest.Start(t)
@@ -265,17 +276,24 @@ func TestOutcomesThroughSIGKILL(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
+	var eps []foemu.EventEndpoint
+	source := ""
+	if strings.Contains(endpoints, "blob") {
+		eps = append(eps, foemu.EventEndpoint{Name: "blob", Type: foemu.EndpointBlob, Container: "events", Blob: &foemu.BlobConfig{Mode: foemu.BlobAzurite, Endpoint: azurite}})
+		source += fmt.Sprintf(blobSource, azurite)
+	}
+	// The HTTPS route is mounted in every run: the bad-input checks use it.
+	source += httpsSource
+	if strings.Contains(endpoints, "https") {
+		eps = append(eps, foemu.EventEndpoint{Name: "hook", Type: foemu.EndpointHTTPS, URL: "http://" + addr + "/api/v1/events/hook", Secret: "events-token"})
+	}
 	if err := em.SetEventsConfig(foemu.EventsConfig{
-		Delay: foemu.Duration(200 * time.Millisecond), Attempts: 20, RetryDelay: foemu.Duration(300 * time.Millisecond),
-		Endpoints: []foemu.EventEndpoint{
-			{Name: "blob", Type: foemu.EndpointBlob, Container: "events", Blob: &foemu.BlobConfig{Mode: foemu.BlobAzurite, Endpoint: azurite}},
-			{Name: "hook", Type: foemu.EndpointHTTPS, URL: "http://" + addr + "/api/v1/events/hook", Secret: "events-token"},
-		},
+		Delay: foemu.Duration(200 * time.Millisecond), Attempts: 30, RetryDelay: foemu.Duration(300 * time.Millisecond), Endpoints: eps,
 	}); err != nil {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(dir, "plantgate.yaml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(gatewayConfig, dir, addr, em.BaseURL(), em.CAFile(), azurite, broker)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(gatewayConfig, dir, addr, em.BaseURL(), em.CAFile(), azurite, broker, source)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	in := filepath.Join(dir, "in.jsonl")
@@ -351,8 +369,14 @@ func TestOutcomesThroughSIGKILL(t *testing.T) {
 	// event, with no operator; the start parked behind it follows.
 	evCfg := em.EventsConfig()
 	evCfg.Delay = foemu.Duration(2500 * time.Millisecond)
-	evCfg.Endpoints[1].Secret = "events-token"
-	evCfg.Endpoints[0].Blob.Key = foemu.AzuriteKey
+	for i := range evCfg.Endpoints {
+		if evCfg.Endpoints[i].Blob != nil {
+			evCfg.Endpoints[i].Blob.Key = foemu.AzuriteKey
+		}
+		if evCfg.Endpoints[i].Type == foemu.EndpointHTTPS {
+			evCfg.Endpoints[i].Secret = "events-token"
+		}
+	}
 	if err := em.SetEventsConfig(evCfg); err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +426,7 @@ func TestOutcomesThroughSIGKILL(t *testing.T) {
 		sinks = string(b)
 		return strings.Count(sinks, `"awaiting_outcome":0`) == 1
 	})
-	t.Logf("after %d starts, sinks: %s", g.starts, sinks)
+	t.Logf("after %d starts of the gateway: %s", g.starts, outcomeCounts(t, sinks))
 
 	// Bad input on the HTTPS endpoint: each refused or dead-lettered with
 	// its reason, nothing counted twice.
