@@ -121,6 +121,10 @@ type outcomes struct {
 	skew      time.Duration
 	now       func() time.Time
 
+	// eff serialises applying outcomes (events, sweeps). mu guards the
+	// entries; it is never held while a hold is settled, which pauses the
+	// sink's stream and so waits for sends that take mu.
+	eff     sync.Mutex
 	mu      sync.Mutex
 	entries map[string]*SentEntry // by name
 	byEvent map[string]*SentEntry
@@ -258,17 +262,20 @@ func (o *outcomes) apply(ctx context.Context, oc Outcome) (string, *SentEntry, e
 	if oc.EventID == "" {
 		return "", nil, pipeline.Permanent(errors.New("the event has no EventId"))
 	}
+	o.eff.Lock()
+	defer o.eff.Unlock()
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	if e := o.byEvent[oc.EventID]; e != nil {
 		if !e.Done {
+			o.mu.Unlock()
 			if err := o.effects(ctx, e); err != nil {
 				return "", e, err
 			}
-			return resultOf(e), e, nil
+			return o.result(e), e, nil
 		}
 		o.duplicates.Inc()
 		o.nDup++
+		o.mu.Unlock()
 		return MatchDuplicate, e, nil
 	}
 	fp := d365.MessageFingerprint(oc.Type, oc.Company, oc.Content)
@@ -284,6 +291,7 @@ func (o *outcomes) apply(ctx context.Context, oc Outcome) (string, *SentEntry, e
 	if best == nil {
 		o.unknown.Inc()
 		o.nUnknown++
+		o.mu.Unlock()
 		return MatchUnknown, nil, nil
 	}
 	e := *best
@@ -297,10 +305,12 @@ func (o *outcomes) apply(ctx context.Context, oc Outcome) (string, *SentEntry, e
 	}
 	held, err := o.held(&e)
 	if err != nil {
+		o.mu.Unlock()
 		return "", nil, err
 	}
 	e.Held = held
 	if err := o.put(ctx, &e); err != nil {
+		o.mu.Unlock()
 		return "", nil, fmt.Errorf("write outcome: %w", err)
 	}
 	*best = e
@@ -319,10 +329,17 @@ func (o *outcomes) apply(ctx context.Context, oc Outcome) (string, *SentEntry, e
 	o.s.log.WithLevel(lvl).Str(logging.FieldStream, e.Stream).Uint64(logging.FieldSeq, e.Seq).Str(logging.FieldKey, e.Key).Str("event_id", e.EventID).
 		Str(logging.FieldMessageType, e.Type).Str(logging.FieldReason, e.Infolog).Msg("MES message " + resultOf(&e) + " by F&O")
 	o.gauges()
+	o.mu.Unlock()
 	if err := o.effects(ctx, best); err != nil {
 		return "", best, err
 	}
-	return resultOf(best), best, nil
+	return o.result(best), best, nil
+}
+
+func (o *outcomes) result(e *SentEntry) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return resultOf(e)
 }
 
 func resultOf(e *SentEntry) string {
@@ -368,7 +385,13 @@ func (o *outcomes) held(e *SentEntry) (bool, error) {
 // (resolveInFlight). Otherwise the record was acked: a Failed one is
 // added to the stream's dead letters as it was sent, under an id of the
 // record's and the event's, so that a retry adds nothing.
-func (o *outcomes) effects(ctx context.Context, e *SentEntry) error {
+//
+// The caller holds o.eff, not o.mu.
+func (o *outcomes) effects(ctx context.Context, entry *SentEntry) error {
+	o.mu.Lock()
+	snap := *entry
+	o.mu.Unlock()
+	e := &snap
 	if e.Done {
 		return nil
 	}
@@ -406,9 +429,12 @@ func (o *outcomes) effects(ctx context.Context, e *SentEntry) error {
 		}
 	}
 	// (Held and no longer held: settled already, by this or an operator.)
-	return o.done(ctx, e)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.done(ctx, entry)
 }
 
+// done marks e's effects applied; the caller holds o.mu.
 func (o *outcomes) done(ctx context.Context, e *SentEntry) error {
 	c := *e
 	c.Done = true
@@ -480,16 +506,26 @@ func (o *outcomes) effectsAcked(ctx context.Context, e *SentEntry) error {
 // sweep reports entries without an outcome after the timeout and forgets
 // entries older than the retention.
 func (o *outcomes) sweep(ctx context.Context) {
+	o.eff.Lock()
+	defer o.eff.Unlock()
+	o.mu.Lock()
+	var pending []*SentEntry
+	for _, e := range o.entries {
+		if e.State != "" && !e.Done {
+			pending = append(pending, e)
+		}
+	}
+	o.mu.Unlock()
+	for _, e := range pending {
+		if err := o.effects(ctx, e); err != nil {
+			o.s.log.Warn().Err(err).Uint64(logging.FieldSeq, e.Seq).Msg("apply a message outcome")
+		}
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := o.now()
 	o.lastSweep = now
 	for n, e := range o.entries {
-		if e.State != "" && !e.Done {
-			if err := o.effects(ctx, e); err != nil {
-				o.s.log.Warn().Err(err).Uint64(logging.FieldSeq, e.Seq).Msg("apply a message outcome")
-			}
-		}
 		age := now.Sub(e.SentAt)
 		switch {
 		case o.retention > 0 && age > o.retention:
