@@ -277,3 +277,43 @@ func TestNodeOPCUAServerRestart(t *testing.T) {
 		t.Fatalf("metrics: gaps %v connected %v connects %v", g.metric("plantgate_opcua_gaps_total"), g.metric("plantgate_opcua_connected"), g.metric("plantgate_opcua_connects_total"))
 	}
 }
+
+// TestNodeOPCUADeadbandAndQueue monitors the counter twice: once with an
+// absolute deadband of 5 (node-opcua reports a change of 5 or more only)
+// and once with a queue of one value, newest kept, that the server can
+// only fill between publishes: both reach the queue as configured.
+func TestNodeOPCUADeadbandAndQueue(t *testing.T) {
+	srv := startNodeServer(t, 0, 0)
+	g := newGateway(t, t.TempDir(), "endpoint: "+srv.endpoint()+"\n"+strings.Replace(fastTimers, "publishing_interval: 100ms", "publishing_interval: 500ms", 1)+`security: {policy: None, mode: None}
+emit_values: true
+nodes:
+  banded: {node: "nsu=urn:plantgate:line;s=Line3.GoodCount", sampling: 0s, deadband: {type: absolute, value: 5}}
+  latest: {node: "nsu=urn:plantgate:line;s=Line3.GoodCount", sampling: 0s, queue_size: 1, discard_oldest: true}
+`)
+	g.start()
+	values := func(name string) []int64 {
+		var out []int64
+		for _, r := range g.records(valueStream) {
+			if r.Fields["name"] == name {
+				out = append(out, toInt(r.Fields["value"]))
+			}
+		}
+		return out
+	}
+	eventually(t, 20*time.Second, "deadband values", func() bool { return len(values("banded")) >= 5 })
+	b := values("banded")
+	for i := 2; i < len(b); i++ {
+		if b[i]-b[i-1] < 5 {
+			t.Fatalf("deadband 5: %d follows %d (%v)", b[i], b[i-1], b)
+		}
+	}
+	l := values("latest")
+	if len(l) < 3 {
+		t.Fatalf("latest: %v", l)
+	}
+	// Five changes per 500 ms publishing interval, one value kept each:
+	// far fewer values than changes.
+	if span := l[len(l)-1] - l[1]; int64(len(l)-2) > span/2 {
+		t.Fatalf("queue of one kept %d values over %d changes: %v", len(l)-2, span, l)
+	}
+}
