@@ -23,7 +23,7 @@ TEST_TIMEOUT ?= 15m
 export PATH := $(GOBIN_TOOLS):$(PATH)
 export PLANTGATE_TOOLS := $(TOOLS)
 
-.PHONY: help build build-all test test-short test-integration bench e2e-long fuzz lint fmt vet tidy-check tools package package-test check-systemd demo clean
+.PHONY: help build build-all test test-short test-integration bench e2e e2e-long fuzz lint fmt vet tidy-check tools package package-test check-systemd demo clean
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -56,7 +56,11 @@ bench: tools ## benchmarks and the long crash test; figures go to bench.out
 	go test -run '^$$' -bench . -benchtime 3s -timeout 30m ./... | tee bench.out
 	go test -count=1 -run TestCrashSafetyUnderSIGKILL -timeout 30m ./internal/queue/ -crash.kills=500 -v | tail -3 | tee -a bench.out
 
+e2e: tools ## the end-to-end fault suite alone (real processes; also part of make test)
+	@PLANTGATE_REQUIRE_LAZYFS=1 go test -count=1 -timeout 15m -v -run 'TestE2E$$' ./internal/e2e/ > e2e.out 2>&1; rc=$$?; grep -E -A14 'e2e: |^--- FAIL|^FAIL|^ok' e2e.out; exit $$rc
+
 e2e-long: tools ## long soak and fault runs (not part of make test)
+	@PLANTGATE_REQUIRE_LAZYFS=1 PLANTGATE_E2E_KILLS=200 PLANTGATE_E2E_CUTS=100 go test -count=1 -timeout 90m -v -run 'TestE2E$$' ./internal/e2e/ > e2e-long.out 2>&1; rc=$$?; grep -E -A14 'e2e: |^--- FAIL|^FAIL|^ok' e2e-long.out; exit $$rc
 	PLANTGATE_LONG=1 go test -race -count=1 -timeout 60m -run 'Long' ./...
 	PLANTGATE_REQUIRE_LAZYFS=1 go test -count=1 -timeout 30m -run 'PowerCut' ./internal/queue/ -powercut.cuts=200
 	PLANTGATE_LONG=1 PLANTGATE_REQUIRE_LAZYFS=1 go test -count=1 -timeout 40m -run 'PowerCut|MosquittoSIGKILL' ./plugins/inputs/mqtt/ -powercut.cuts=100

@@ -442,10 +442,13 @@ func (a *App) adminRecords(w http.ResponseWriter, r *http.Request, _ caller) {
 	writeJSON(w, http.StatusOK, map[string]any{"stream": stream, "records": out})
 }
 
-// InDoubtEntry is a record held in doubt or parked behind one.
+// InDoubtEntry is a record held in doubt or parked behind one, with the
+// record's id and fields so an operator can look for it in F&O.
 type InDoubtEntry struct {
 	Stream string `json:"stream"`
 	pipeline.Hold
+	ID     string         `json:"id,omitempty"`
+	Fields map[string]any `json:"fields,omitempty"`
 }
 
 // GET /api/v1/admin/in-doubt?stream=S&q=TEXT
@@ -475,11 +478,28 @@ func (a *App) inDoubtEntries(stream, q string) ([]InDoubtEntry, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, h := range holds {
-			if q != "" && !strings.Contains(strings.ToLower(h.Key+" "+h.Target+" "+h.Reason+" "+strconv.FormatUint(h.Seq, 10)), q) {
-				continue
+		if len(holds) == 0 {
+			continue
+		}
+		// Held and parked records wait as dead letters under their
+		// original sequence.
+		recs := map[uint64]pipeline.Record{}
+		if dead, err := a.store.ListDead(s, 0, 0); err == nil {
+			for _, d := range dead {
+				if d.OrigSeq != 0 {
+					recs[d.OrigSeq] = d.Record
+				}
 			}
-			out = append(out, InDoubtEntry{Stream: s, Hold: h})
+		}
+		for _, h := range holds {
+			e := InDoubtEntry{Stream: s, Hold: h, ID: recs[h.Seq].ID, Fields: recs[h.Seq].Fields}
+			if q != "" {
+				f, _ := json.Marshal(e.Fields)
+				if !strings.Contains(strings.ToLower(h.Key+" "+h.Target+" "+h.Reason+" "+strconv.FormatUint(h.Seq, 10)+" "+e.ID+" "+string(f)), q) {
+					continue
+				}
+			}
+			out = append(out, e)
 		}
 	}
 	return out, nil

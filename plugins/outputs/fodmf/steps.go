@@ -331,6 +331,20 @@ func (s *Sink) importPackage(ctx context.Context, st *streamState, q pipeline.St
 		// In doubt: the status tells whether F&O took it.
 		s.log.Info().Str("batch", b.ID).Str("execution_id", b.ExecutionID).Int("lines", b.Lines).Msg("DMF import requested")
 		return s.stepTo(ctx, st, b, StepPolling)
+	case pipeline.IsPermanent(err) && packageUnreachable(err):
+		// F&O could not download the package (the blob store was down, or
+		// the upload URL no longer works): nothing is wrong with the lines.
+		// Upload it again under a fresh URL and import again, after the
+		// step's backoff.
+		s.log.Warn().Str("batch", b.ID).Str(logging.FieldReason, logging.RedactText(err.Error())).Msg("F&O could not download the package; uploading it again")
+		s.mu.Lock()
+		st.sasURL = ""
+		s.mu.Unlock()
+		b.RequestedAt = time.Time{}
+		if serr := s.stepTo(ctx, st, b, StepUploaded); serr != nil {
+			return serr
+		}
+		return err
 	case pipeline.IsPermanent(err):
 		// F&O refused the package itself: nothing was imported.
 		return s.failed(ctx, st, q, b, []string{err.Error()})
@@ -447,6 +461,13 @@ func (s *Sink) poll(ctx context.Context, st *streamState, q pipeline.StreamQueue
 		delay = min(delay*2, s.cfg.PollMax)
 	}
 	return ctx.Err()
+}
+
+// packageUnreachable tells an import F&O refused because it could not
+// fetch the package from its upload URL ("The data package could not be
+// downloaded from ..."), which a new upload cures.
+func packageUnreachable(err error) bool {
+	return strings.Contains(err.Error(), "could not be downloaded")
 }
 
 // failed books an import F&O answered Failed (or refused): per on_failed,
