@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/plantgate/plantgate/internal/opcuasim"
 	"github.com/plantgate/plantgate/internal/queue"
 	"github.com/plantgate/plantgate/internal/testutil/lazyfs"
@@ -35,7 +37,7 @@ func TestOPCUAPowerCutHelper(t *testing.T) {
 	}
 	ep := os.Getenv("PLANTGATE_OPCUA_POWERCUT_ENDPOINT")
 	cfg, flows := parseConfig(t, "endpoint: "+ep+"\nsecurity: {policy: None, mode: None}\n"+fastTimers+lineNodes(opcuasim.DefaultNamespace))
-	g := &gateway{t: t, path: filepath.Join(dir, "queue.db"), data: dir, cfg: cfg, flows: flows}
+	g := &gateway{t: t, path: filepath.Join(dir, "queue.db"), data: dir, cfg: cfg, flows: flows, reg: prometheus.NewRegistry()}
 	g.open()
 	g.start()
 	for {
