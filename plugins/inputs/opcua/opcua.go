@@ -353,18 +353,22 @@ func (s *Source) runOnce(ctx context.Context, em pipeline.Emitter) (healthy bool
 		// first notifications are sampled later, so never older): the
 		// rules see the state after the gap, such as a counter's increase
 		// while the subscription was away.
-		msgs, states, err := s.readAll(ctx, c)
-		if err != nil {
-			return false, err
-		}
-		if err := s.createSubscription(ctx, c, ns); err != nil {
-			return false, err
-		}
+		// What was read is committed before anything else can fail: the
+		// rules' state has moved on with it.
+		msgs, states, rerr := s.readAll(ctx, c)
 		if gap != nil {
 			gap.End = s.now().UTC()
 			msgs = append([]pipeline.Message{s.recordGap(*gap)}, msgs...)
+			// A later attempt records the time after this one.
+			s.sub.lastAt = gap.End
 		}
 		if err := s.emit(ctx, em, states, msgs); err != nil {
+			return false, err
+		}
+		if rerr != nil {
+			return false, rerr
+		}
+		if err := s.createSubscription(ctx, c, ns); err != nil {
 			return false, err
 		}
 	}
@@ -768,6 +772,8 @@ func (s *Source) itemRequest(it *item) *ua.MonitoredItemCreateRequest {
 }
 
 // readAll reads every resolved item's current value and feeds the rules.
+// The caller commits the messages and state it returns, also with an
+// error.
 func (s *Source) readAll(ctx context.Context, c *opcua.Client) ([]pipeline.Message, []pipeline.StateWrite, error) {
 	var todo []*item
 	for _, it := range s.items {
@@ -787,7 +793,9 @@ func (s *Source) readAll(ctx context.Context, c *opcua.Client) ([]pipeline.Messa
 		}
 		res, err := c.Read(s.callCtx(ctx), &ua.ReadRequest{NodesToRead: ids, TimestampsToReturn: ua.TimestampsToReturnBoth})
 		if err != nil {
-			return nil, nil, fmt.Errorf("read current values: %w", err)
+			// What was read so far goes back too: its samples are in
+			// the rules' state already.
+			return msgs, states, fmt.Errorf("read current values: %w", err)
 		}
 		for i, it := range chunk {
 			if i >= len(res.Results) {

@@ -370,6 +370,10 @@ func (s *Source) poll(ctx context.Context, c *opcua.Client, em pipeline.Emitter)
 				if ctx.Err() != nil {
 					return healthy, nil
 				}
+				// The chunks read before are in the rules' state: commit them.
+				if eerr := s.emit(ctx, em, states, msgs); eerr != nil {
+					return healthy, nil //nolint:nilerr // only a stop ends emit
+				}
 				return healthy, fmt.Errorf("poll: %w", err)
 			}
 			for i, it := range chunk {
