@@ -372,7 +372,7 @@ func (s *Source) poll(ctx context.Context, c *opcua.Client, em pipeline.Emitter)
 				}
 				// The chunks read before are in the rules' state: commit them.
 				if eerr := s.emit(ctx, em, states, msgs); eerr != nil {
-					return healthy, nil //nolint:nilerr // only a stop ends emit
+					return healthy, nil // only a stop ends emit
 				}
 				return healthy, fmt.Errorf("poll: %w", err)
 			}
