@@ -1,10 +1,13 @@
 package opcua
 
 import (
+	"bufio"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -364,4 +367,93 @@ func TestGopcuaPollMode(t *testing.T) {
 		time.Sleep(120 * time.Millisecond)
 	}
 	eventually(t, 5*time.Second, "5 parts", func() bool { return g.increase("good-parts") == 5 })
+}
+
+// TestOPCUASimServerHelper is not a test: TestGopcuaServerRestart runs the
+// test binary again with PLANTGATE_OPCUA_SIM set to "port,shift,pkidir,good"
+// to serve the line simulator (Basic256Sha256, its certificate kept in
+// pkidir) in a process it can kill.
+func TestOPCUASimServerHelper(t *testing.T) {
+	spec := os.Getenv("PLANTGATE_OPCUA_SIM")
+	if spec == "" {
+		t.Skip("helper process for TestGopcuaServerRestart")
+	}
+	f := strings.Split(spec, ",")
+	port, _ := strconv.Atoi(f[0])
+	shift, _ := strconv.Atoi(f[1])
+	good, _ := strconv.Atoi(f[3])
+	sim, err := opcuasim.Start(context.Background(), opcuasim.Options{Port: port, Shift: shift, PKIDir: f[2], Secure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim.Set(opcuasim.Good, uint32(good))
+	sim.Set(opcuasim.Order, "P000900")
+	_, _ = os.Stdout.WriteString("ready\n")
+	select {}
+}
+
+// TestGopcuaServerRestart kills the gopcua server process and starts it
+// again with its namespaces renumbered and 30 parts more on the counter:
+// the source counts them within 5 s of the server's return, from the
+// right node, and records the gap.
+func TestGopcuaServerRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test; skipped under -short")
+	}
+	port, err := opcuasim.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkiDir := t.TempDir()
+	start := func(shift, good int) *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestOPCUASimServerHelper$", "-test.count=1")
+		cmd.Env = append(os.Environ(), fmt.Sprintf("PLANTGATE_OPCUA_SIM=%d,%d,%s,%d", port, shift, pkiDir, good))
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		sc := bufio.NewScanner(out)
+		for sc.Scan() && sc.Text() != "ready" {
+		}
+		go func() {
+			for sc.Scan() {
+			}
+		}()
+		return cmd
+	}
+	srv := start(0, 100)
+	cert, err := os.ReadFile(filepath.Join(pkiDir, "cert.der"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGateway(t, t.TempDir(), fmt.Sprintf("endpoint: opc.tcp://127.0.0.1:%d\nsecurity: {policy: Basic256Sha256, mode: SignAndEncrypt}\nserver_fingerprint: %q\n", port, Fingerprint(cert))+fastTimers+lineNodes(opcuasim.DefaultNamespace))
+	g.start()
+	eventually(t, 10*time.Second, "the baseline", func() bool { return goodValue(g) == uint32(100) })
+	resolved := func() string {
+		return g.status()["nodes"].(map[string]any)["good"].(map[string]any)["resolved"].(string)
+	}
+	if r := resolved(); r != "ns=1;s=Line3.GoodCount" {
+		t.Fatalf("resolved %s", r)
+	}
+	_ = srv.Process.Kill()
+	_ = srv.Wait()
+	killedAt := time.Now()
+	time.Sleep(time.Second)
+	start(2, 130)
+	back := time.Now()
+	eventually(t, 5*time.Second, "the 30 parts within 5 s of the server's return", func() bool { return g.increase("good-parts") == 30 })
+	t.Logf("counted %s after the server was ready", time.Since(back).Round(time.Millisecond))
+	if r := resolved(); r != "ns=3;s=Line3.GoodCount" {
+		t.Fatalf("resolved %s after the renumbering, want ns=3", r)
+	}
+	gaps := g.gaps()
+	if len(gaps) != 1 {
+		t.Fatalf("%d gaps", len(gaps))
+	}
+	gs, _ := time.Parse(time.RFC3339Nano, gaps[0].Fields["start"].(string))
+	ge, _ := time.Parse(time.RFC3339Nano, gaps[0].Fields["end"].(string))
+	if gs.After(killedAt) || ge.Before(back) {
+		t.Fatalf("gap %v does not cover %s .. %s", gaps[0].Fields, killedAt, back)
+	}
 }
