@@ -368,7 +368,7 @@ func testOutcomes(t *testing.T, endpoints string) {
 	// than the sink's timeout), then resolved by the message processed
 	// event, with no operator; the start parked behind it follows.
 	evCfg := em.EventsConfig()
-	evCfg.Delay = foemu.Duration(2500 * time.Millisecond)
+	evCfg.Delay = foemu.Duration(4 * time.Second)
 	for i := range evCfg.Endpoints {
 		if evCfg.Endpoints[i].Blob != nil {
 			evCfg.Endpoints[i].Blob.Key = foemu.AzuriteKey
@@ -380,7 +380,7 @@ func testOutcomes(t *testing.T, endpoints string) {
 	if err := em.SetEventsConfig(evCfg); err != nil {
 		t.Fatal(err)
 	}
-	if err := em.SetFaults(foemu.Faults{Rules: []foemu.FaultRule{{Route: foemu.RouteMES, AnswerDelay: foemu.Duration(3 * time.Second)}}}); err != nil {
+	if err := em.SetFaults(foemu.Faults{Rules: []foemu.FaultRule{{Route: foemu.RouteMES, AnswerDelay: foemu.Duration(5 * time.Second)}}}); err != nil {
 		t.Fatal(err)
 	}
 	appendLine(t, in, `{"id":"m3","order":"P000102","n":5}`)
@@ -394,8 +394,15 @@ func testOutcomes(t *testing.T, endpoints string) {
 		return false
 	})
 	_ = em.SetFaults(foemu.Faults{})
-	if n := len(messagesOf(em, "P000102")); n != 1 {
-		t.Fatalf("%d P000102 messages reached F&O while the first was in doubt", n)
+	if ms := messagesOf(em, "P000102"); len(ms) != 1 {
+		for _, m := range ms {
+			t.Logf("message %d %s %s received %s", m.ID, m.State, m.Content, m.ReceivedAt.Format(time.RFC3339Nano))
+		}
+		for _, ev := range em.Events() {
+			d, _ := json.Marshal(ev.Deliveries)
+			t.Logf("event %s %v %v %s", ev.BusinessEventID, ev.Payload["MessageContent"], ev.CreatedAt.Format(time.RFC3339Nano), d)
+		}
+		t.Fatalf("%d P000102 messages reached F&O while the first was in doubt (now %s)", len(ms), time.Now().Format(time.RFC3339Nano))
 	}
 	killSome(2)
 	foemutest.WaitFor(t, 60*time.Second, "both P000102 starts processed, nothing held", func() bool {
