@@ -212,6 +212,9 @@ func (e *Emulator) serveBlob(w http.ResponseWriter, r *http.Request) {
 func (b *builtinStore) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("x-ms-request-id", randomGUID())
 	w.Header().Set("x-ms-version", "2026-12-06")
+	if b.serveContainerSAS(w, r) { // event readers (eventblob.go)
+		return
+	}
 	container, name, ok := splitBlobPath(r.URL.Path)
 	if !ok {
 		blobError(w, http.StatusBadRequest, "InvalidUri", "The requested URI does not represent any resource on the server.")

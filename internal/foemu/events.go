@@ -517,6 +517,17 @@ func (e *Emulator) serveEvents(w http.ResponseWriter, r *http.Request, rest stri
 			evs = kept
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"count": len(evs), "value": evs})
+	case rest == "sas" && r.Method == http.MethodGet:
+		c := r.URL.Query().Get("container")
+		if c == "" {
+			c = "businessevents"
+		}
+		u, tok, err := e.ContainerSAS(c, 24*time.Hour)
+		if err != nil {
+			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"url": u, "container": c, "sas": tok})
 	case rest == "config" && r.Method == http.MethodGet:
 		writeJSON(w, http.StatusOK, e.EventsConfig())
 	case rest == "config" && r.Method == http.MethodDelete:

@@ -23,11 +23,14 @@ package foevents
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
 	_ "embed"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,6 +91,10 @@ type BlobEndpoint struct {
 	PollInterval time.Duration `yaml:"poll_interval" default:"5s" min:"100ms"`
 	// MaxPerPoll bounds the blobs read per listing (one commit).
 	MaxPerPoll int `yaml:"max_per_poll" default:"200" min:"1"`
+	// CAFile holds PEM certificates that sign the storage endpoint's
+	// certificate (a private endpoint, the fo-emulator); empty: the system
+	// roots.
+	CAFile string `yaml:"ca_file" file:"ca"`
 }
 
 // HTTPSEndpoint is the receiving route on plantgate's listener.
@@ -202,6 +209,17 @@ func New(cfg *Config, env pipeline.Env) (*Source, error) {
 	}
 	if b := cfg.Blob; b != nil {
 		opts := &azblob.ClientOptions{ClientOptions: azcore.ClientOptions{Retry: policy.RetryOptions{MaxRetries: 1}}}
+		if b.CAFile != "" {
+			pem, err := os.ReadFile(b.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("blob.ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("blob.ca_file %s holds no PEM certificate", b.CAFile)
+			}
+			opts.Transport = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+		}
 		u := strings.TrimRight(b.URL, "/") + "/"
 		var err error
 		if !b.SAS.IsZero() {

@@ -280,3 +280,58 @@ func TestHTTPSEndpoint(t *testing.T) {
 		t.Errorf("status %v", st)
 	}
 }
+
+// The fo-emulator's builtin blob store serves the event blobs to the
+// source with a container SAS: listed, read, deleted.
+func TestBuiltinEmulatorBlobStore(t *testing.T) {
+	em := foemutest.Start(t, func(c *foemu.Config) {
+		c.Events = foemu.EventsConfig{Endpoints: []foemu.EventEndpoint{{Name: "blob", Type: foemu.EndpointBlob, Container: "businessevents"}}}
+	})
+	svc, tok, err := em.ContainerSAS("businessevents", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := openQueue(t)
+	s, err := New(&Config{Blob: &BlobEndpoint{URL: svc, SAS: logging.NewSecret(tok), Container: "businessevents", AfterRead: "delete",
+		PollInterval: time.Second, MaxPerPoll: 10, CAFile: em.CAFile()}},
+		pipeline.Env{Name: "ev", Log: zerolog.Nop(), State: q.Scope("source.ev"), Now: time.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Release an order: two events (released, status changed).
+	tokFO := foemutest.Token(t, em)
+	req, _ := http.NewRequest(http.MethodPatch, em.BaseURL()+"/data/ProductionOrderHeaders(dataAreaId='USMF',ProductionOrderNumber='P000104')",
+		strings.NewReader(`{"ProductionOrderStatus":"Released"}`))
+	req.Header.Set("Authorization", "Bearer "+tokFO)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := em.HTTPClient().Do(req)
+	if err != nil || resp.StatusCode/100 != 2 {
+		t.Fatalf("release: %v %v", err, resp)
+	}
+	_ = resp.Body.Close()
+	em2 := &stateEmitter{q: q}
+	foemutest.WaitFor(t, 10*time.Second, "two events read from the builtin store", func() bool {
+		if err := s.pollBlobs(context.Background(), em2); err != nil {
+			t.Fatal(err)
+		}
+		return len(em2.taken()) == 2
+	})
+	for _, m := range em2.taken() {
+		if p, _ := m.Payload.(map[string]any); p["ProductionOrderNumber"] != "P000104" {
+			t.Errorf("event %v", m.Payload)
+		}
+	}
+	if err := s.pollBlobs(context.Background(), em2); err != nil || len(em2.taken()) != 2 {
+		t.Fatalf("read again: %v %d", err, len(em2.taken()))
+	}
+	if left, _ := q.ListState("source.ev"); len(left) != 0 {
+		t.Errorf("names left after the deletes: %v", left)
+	}
+	// A blob SAS (as DMF gets) cannot list; a wrong signature is refused.
+	bad, _ := New(&Config{Blob: &BlobEndpoint{URL: svc, SAS: logging.NewSecret(strings.Replace(tok, "sig=", "sig=A", 1)), Container: "businessevents",
+		AfterRead: "delete", PollInterval: time.Second, MaxPerPoll: 10, CAFile: em.CAFile()}},
+		pipeline.Env{Name: "ev", Log: zerolog.Nop(), State: q.Scope("source.ev"), Now: time.Now})
+	if err := bad.pollBlobs(context.Background(), em2); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("wrong signature: %v", err)
+	}
+}
