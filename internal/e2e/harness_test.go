@@ -53,8 +53,10 @@ func binaries(t testing.TB) (gateway, emulator string) {
 		}
 		for name, out := range map[string]*string{"plantgate": &bins.gateway, "fo-emulator": &bins.femu} {
 			*out = filepath.Join(bins.dir, name)
-			cmd := exec.Command("go", "build", "-o", *out, "./cmd/"+name)
+			// Built as make build does: static and stripped.
+			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", *out, "./cmd/"+name)
 			cmd.Dir = repoRoot(t)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if b, err := cmd.CombinedOutput(); err != nil {
 				bins.err = fmt.Errorf("go build %s: %v\n%s", name, err, b)
 				return
@@ -206,7 +208,12 @@ type broker struct {
 	port int
 }
 
-func startMosquitto(t testing.TB) *broker {
+// startMosquitto runs mosquitto with plantgate's shipped limits. The fault
+// suite has it save after every change, so a SIGKILL of the broker keeps
+// what it acknowledged; benchmarks keep the shipped autosave.
+func startMosquitto(t testing.TB) *broker { return startMosquittoWith(t, true) }
+
+func startMosquittoWith(t testing.TB, saveEachChange bool) *broker {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -236,9 +243,13 @@ func startMosquitto(t testing.TB) *broker {
 		conf.WriteString(line)
 	}
 	b := &broker{port: freePort(t)}
-	// Saved after every change, so a SIGKILL of the broker keeps what it
-	// acknowledged (the page cache survives a SIGKILL).
-	fmt.Fprintf(&conf, "listener %d 127.0.0.1\nallow_anonymous true\nuser %s\npersistence_location %s/\nautosave_interval 1\nautosave_on_changes true\nlog_dest stderr\nlog_type error\n", b.port, me, dir)
+	fmt.Fprintf(&conf, "listener %d 127.0.0.1\nallow_anonymous true\nuser %s\npersistence_location %s/\nlog_dest stderr\nlog_type error\n", b.port, me, dir)
+	if saveEachChange {
+		// The page cache survives a SIGKILL of the broker.
+		conf.WriteString("autosave_interval 1\nautosave_on_changes true\n")
+	} else {
+		conf.WriteString("autosave_interval 60\n")
+	}
 	cf := filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(cf, []byte(conf.String()), 0o600); err != nil {
 		t.Fatal(err)
