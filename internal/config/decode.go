@@ -544,7 +544,7 @@ func (d *decoder) secret(n *yaml.Node, path string, v reflect.Value) {
 		return
 	}
 	if n.Kind != yaml.ScalarNode {
-		d.errorf(n, path, "want a secret reference like ${env:NAME} or ${file:PATH}, got %s", describe(n))
+		d.errorf(n, path, "want a secret reference like ${env:NAME}, ${file:PATH} or ${cred:NAME}, got %s", describe(n))
 		return
 	}
 	if d.opts.SkipSecrets {
@@ -559,7 +559,7 @@ func (d *decoder) secret(n *yaml.Node, path string, v reflect.Value) {
 		return
 	}
 	if literal && val != "" {
-		d.warnf(n, path, "secret written in the config file; use a reference like ${env:NAME} or ${file:PATH}")
+		d.warnf(n, path, "secret written in the config file; use a reference like ${env:NAME}, ${file:PATH} or ${cred:NAME} (a systemd credential)")
 	}
 	v.Set(reflect.ValueOf(logging.NewSecret(val)))
 }
