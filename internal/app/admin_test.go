@@ -241,3 +241,42 @@ func selfSigned(t *testing.T, dir string) (string, string, *x509.CertPool) {
 	pool.AddCert(cert)
 	return cf, kf, pool
 }
+
+// TestAdminShowAndRecords: one dead letter in full, and the pending
+// records of a stream, through the admin API.
+func TestAdminShowAndRecords(t *testing.T) {
+	dir := t.TempDir()
+	appendLines(t, filepath.Join(dir, "in.jsonl"), `not json`)
+	a, cancel, done := startApp(t, dir)
+	defer func() { cancel(); <-done }()
+	base := "http://" + a.HTTPAddr().String()
+	h := map[string]string{"Authorization": "Bearer " + adminToken}
+	eventually(t, "the dead letter", func() bool { st, _ := a.store.Stats(); return st.Dead == 1 })
+	if c, _, b := do(t, "GET", base+"/api/v1/admin/dead/_source.mes/1", h, ""); c != 200 || !strings.Contains(b, `"raw": "not json"`) {
+		t.Errorf("show dead letter 1 = %d %s", c, b)
+	}
+	if c, _, _ := do(t, "GET", base+"/api/v1/admin/dead/_source.mes/2", h, ""); c != 404 {
+		t.Errorf("show a missing dead letter = %d, want 404", c)
+	}
+	if c, _, _ := do(t, "GET", base+"/api/v1/admin/dead/nope/1", h, ""); c != 404 {
+		t.Errorf("show in an unknown stream = %d, want 404", c)
+	}
+	if c, _, b := do(t, "GET", base+"/api/v1/admin/dead?q=NOT+JSON", h, ""); c != 200 || !strings.Contains(b, "not json") {
+		t.Errorf("search across streams = %d %s", c, b)
+	}
+	if c, _, b := do(t, "GET", base+"/api/v1/admin/dead?q=P999", h, ""); c != 200 || strings.Contains(b, "not json") {
+		t.Errorf("search that matches nothing = %d %s", c, b)
+	}
+	// A paused flow keeps its records queued: list them.
+	if c, _, _ := do(t, "POST", base+"/api/v1/admin/flows/finished/pause", h, ""); c != 200 {
+		t.Fatal("pause")
+	}
+	appendLines(t, filepath.Join(dir, "in.jsonl"), `{"type":"finished","order":"P7","good":3,"id":"r1"}`)
+	eventually(t, "a queued record", func() bool { st, _ := a.store.Stats(); return st.Records == 1 })
+	if c, _, b := do(t, "GET", base+"/api/v1/admin/records?stream=finished.trace", h, ""); c != 200 || !strings.Contains(b, `"key": "P7"`) || !strings.Contains(b, `"id": "r1"`) {
+		t.Errorf("records = %d %s", c, b)
+	}
+	if c, _, _ := do(t, "GET", base+"/api/v1/admin/records?stream=nope", h, ""); c != 404 {
+		t.Errorf("records of an unknown stream = %d, want 404", c)
+	}
+}
