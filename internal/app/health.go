@@ -199,6 +199,13 @@ func (a *App) Health() Health {
 			}
 		}
 	}
+	for _, c := range comps {
+		if cr, ok := c.plugin.(pipeline.ConcernReporter); ok {
+			for _, why := range cr.Concerns() {
+				b.degraded(c.Kind, c.Name, why)
+			}
+		}
+	}
 	_, inDoubt := a.inDoubt()
 	for _, d := range inDoubt {
 		b.degraded("sink", d.sink, d.why)

@@ -399,6 +399,14 @@ type BatchReporter interface {
 	Batches() []BatchInfo
 }
 
+// ConcernReporter is implemented by plugins that keep working under
+// conditions someone should look at (MES messages F&O has not reported
+// on): each concern makes a ready gateway degraded, under the plugin's
+// name, in /readyz, the status and the page.
+type ConcernReporter interface {
+	Concerns() []string
+}
+
 // HTTPReceiver is implemented by sources that receive messages on the
 // gateway's own HTTP listener (F&O's HTTPS business event endpoint). The
 // gateway mounts each handler at /api/v1/events/<path> (any method); the

@@ -672,3 +672,24 @@ func clip(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// Concerns implements pipeline.ConcernReporter: messages without an
+// outcome after outcome_timeout make the gateway degraded.
+func (s *Sink) Concerns() []string {
+	if s.out == nil {
+		return nil
+	}
+	s.out.mu.Lock()
+	defer s.out.mu.Unlock()
+	n := 0
+	for _, e := range s.out.entries {
+		if e.State == "" && e.Overdue {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("sink %s: %d MES messages without an outcome from F&O after %s (no message processed event): check them in F&O's message processor; the status lists them under outcomes.overdue_messages",
+		s.name, n, s.out.timeout)}
+}

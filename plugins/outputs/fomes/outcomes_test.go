@@ -107,9 +107,15 @@ func TestOutcomeMatching(t *testing.T) {
 	if st := o2.status(); st["overdue"] != 1 || st["awaiting_outcome"] != 1 {
 		t.Errorf("after the timeout: %v", st)
 	}
+	if c := o2.s.Concerns(); len(c) != 1 {
+		t.Errorf("no concern for the overdue message: %v", c)
+	}
 	clock = clock.Add(2 * time.Hour)
 	o2.sweep(ctx)
 	if left, _ := q.ListState("sink.mes"); len(left) != 0 {
 		t.Errorf("entries after the retention: %d", len(left))
+	}
+	if c := o2.s.Concerns(); len(c) != 0 {
+		t.Errorf("concerns after the retention: %v", c)
 	}
 }
