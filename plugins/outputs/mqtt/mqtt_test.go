@@ -112,3 +112,15 @@ func TestPublish(t *testing.T) {
 		t.Errorf("status %v", st)
 	}
 }
+
+// flow test shows the PUBLISH that Write sends.
+func TestPreview(t *testing.T) {
+	s := newSink(t, "tcp://127.0.0.1:1")
+	p, err := s.PreviewRequest(pipeline.Record{Fields: map[string]any{"Company": "USMF", "Order": "P1", "Status": "Released"}})
+	if err != nil || p.Path != "mes/orders/USMF/P1" || string(p.Body) != `{"Order":"P1","Status":"Released"}` {
+		t.Fatalf("%+v %v", p, err)
+	}
+	if _, err := s.PreviewRequest(pipeline.Record{Fields: map[string]any{"Order": "P1"}}); err == nil {
+		t.Fatal("a record without Company previewed")
+	}
+}
