@@ -335,3 +335,21 @@ func TestBuiltinEmulatorBlobStore(t *testing.T) {
 		t.Fatalf("wrong signature: %v", err)
 	}
 }
+
+func TestCheckOnline(t *testing.T) {
+	azurite := foemutest.StartAzurite(t)
+	cred, _ := azblob.NewSharedKeyCredential(foemu.AzuriteAccount, foemu.AzuriteKey)
+	cl, _ := azblob.NewClientWithSharedKeyCredential(azurite+"/", cred, nil)
+	if _, err := cl.CreateContainer(context.Background(), "online", nil); err != nil {
+		t.Fatal(err)
+	}
+	c := &Config{Blob: &BlobEndpoint{URL: azurite, Account: foemu.AzuriteAccount, Key: logging.NewSecret(foemu.AzuriteKey), Container: "online",
+		AfterRead: "delete", PollInterval: time.Second, MaxPerPoll: 1}}
+	if _, err := c.CheckOnline(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.Blob.Container = "missing"
+	if _, err := c.CheckOnline(context.Background()); err == nil || !strings.Contains(err.Error(), "ContainerNotFound") {
+		t.Fatalf("a missing container: %v", err)
+	}
+}

@@ -124,3 +124,17 @@ func TestPreview(t *testing.T) {
 		t.Fatal("a record without Company previewed")
 	}
 }
+
+func TestCheckOnline(t *testing.T) {
+	broker := mosquitto(t)
+	c := &Config{Broker: broker, ClientID: "gw", Topic: "t/{x}", QoS: 1, Timeout: time.Second}
+	if msg, err := c.CheckOnline(context.Background()); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Log(msg)
+	}
+	c.Broker = "tcp://" + freeAddr(t)
+	if _, err := c.CheckOnline(context.Background()); err == nil {
+		t.Fatal("a broker that is not there passed")
+	}
+}
