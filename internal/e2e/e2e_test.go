@@ -92,6 +92,28 @@ func received(t testing.TB, em *emulator) map[string][]int {
 	return out
 }
 
+// reportedGood sums the good quantities F&O was told of for P000777, the
+// PLC's order.
+func reportedGood(t testing.TB, em *emulator) int {
+	t.Helper()
+	n := 0
+	for _, m := range em.messages(t) {
+		if m.ProductionOrder != "P000777" {
+			continue
+		}
+		var c struct {
+			ReportFinishedLines []struct{ ReportedGoodQuantity float64 }
+		}
+		if err := json.Unmarshal([]byte(m.Content), &c); err != nil {
+			t.Fatalf("message %d: %v", m.ID, err)
+		}
+		for _, l := range c.ReportFinishedLines {
+			n += int(l.ReportedGoodQuantity)
+		}
+	}
+	return n
+}
+
 // importedLines counts the consumption lines in F&O by their quantity
 // (the line's number in the ledger).
 func importedLines(t testing.TB, em *emulator) map[int]int {
@@ -243,7 +265,9 @@ func TestE2E(t *testing.T) {
 	az := startAzurite(t)
 	em := startEmulator(t, az)
 	b := startMosquitto(t)
-	g := startGateway(t, em, b)
+	line := startPLC(t)
+	g := startGateway(t, em, b, line)
+	g.trustPLC()
 	pub := newPublisher(t, b)
 	l := newLedger()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
@@ -252,7 +276,7 @@ func TestE2E(t *testing.T) {
 		start := time.Now()
 		run()
 		held := settle(t, name, l, g, em)
-		summary[name] = fmt.Sprintf("%s, %d held settled", time.Since(start).Round(100*time.Millisecond), held)
+		summary[name] += fmt.Sprintf("%s, %d held settled", time.Since(start).Round(100*time.Millisecond), held)
 		if t.Failed() {
 			t.FailNow()
 		}
@@ -300,7 +324,7 @@ func TestE2E(t *testing.T) {
 		go func() {
 			defer close(done)
 			for i := 0; i < 6; i++ {
-				time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
+				time.Sleep(time.Duration(100+rand.IntN(300)) * time.Millisecond)
 				em.proxy.cut(500 * time.Millisecond)
 			}
 		}()
@@ -321,7 +345,7 @@ func TestE2E(t *testing.T) {
 					return
 				default:
 				}
-				l.burst(pub, os, 1, rng.IntN(2) == 0)
+				l.burst(pub, os, 1, rand.IntN(2) == 0) // the global source: safe beside rng
 				time.Sleep(100 * time.Millisecond) // about 60 messages a second
 			}
 		}()
@@ -341,6 +365,27 @@ func TestE2E(t *testing.T) {
 			g.powerCut()
 		}
 		l.burst(pub, orders("P0008", 4), 2, true)
+	})
+
+	phase("OPC UA server restarted", func() {
+		// The gateway has read the counter since the start: 1000, paused
+		// until now. Parts are made, the PLC dies and comes back with 25
+		// parts made meanwhile, more parts; F&O must be told exactly the
+		// counter's rise, once.
+		line.pause(false)
+		time.Sleep(1500 * time.Millisecond)
+		line.kill()
+		time.Sleep(time.Second)
+		line.restart(25)
+		time.Sleep(1500 * time.Millisecond)
+		line.pause(true)
+		want := line.counter() - 1000
+		waitFor(t, 60*time.Second, fmt.Sprintf("F&O told of %d parts", want), func() bool { return reportedGood(t, em) >= want })
+		time.Sleep(500 * time.Millisecond) // a duplicate would land now
+		if got := reportedGood(t, em); got != want {
+			t.Errorf("F&O was told of %d good parts of P000777; the counter rose by %d", got, want)
+		}
+		summary["OPC UA server restarted"] = fmt.Sprintf("%d parts, ", want)
 	})
 
 	phase("mosquitto SIGKILLed and restarted", func() {

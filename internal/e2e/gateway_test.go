@@ -47,7 +47,30 @@ sources:
     broker: tcp://%[5]s
     client_id: plantgate-e2e
     topics: [mes/#]
+  line:
+    type: opcua
+    endpoint: %[7]s
+    security: {policy: Basic256Sha256, mode: SignAndEncrypt}
+    reconnect_initial: 100ms
+    reconnect_max: 1s
+    publishing_interval: 100ms
+    nodes:
+      good: {node: "nsu=urn:plantgate:line;s=Line3.GoodCount", sampling: 0s, queue_size: 1000}
+      order: {node: "nsu=urn:plantgate:line;s=Line3.Order"}
+    rules:
+      good-parts: {kind: counter, value: good}
 flows:
+  machine-good:
+    from: line
+    when: meta.kind == "event" && meta.rule == "good-parts"
+    key: payload.values.order
+    id: '"line-" + payload.event_id'
+    to: mes
+    map:
+      _messageType: '"ProdProductionOrderReportFinished"'
+      ProductionOrderNumber: payload.values.order
+      ReportFinishedLines: '[{"ItemNumber": "FG-1000", "ReportedGoodQuantity": payload.increase}]'
+
   start:
     from: mes
     when: topic startsWith "mes/start/"
@@ -97,17 +120,18 @@ type gateway struct {
 	fs       *lazyfs.FS
 	em       *emulator
 	broker   *broker
+	plc      *plc
 	kills    int
 	cuts     int
 }
 
 // startGateway runs plantgate on a data dir under LazyFS (power cuts).
-func startGateway(t testing.TB, em *emulator, b *broker) *gateway {
+func startGateway(t testing.TB, em *emulator, b *broker, p *plc) *gateway {
 	t.Helper()
 	bin, _ := binaries(t)
 	fs := lazyfs.MountWith(t, lazyfs.Config{CacheSize: "512mb"})
 	g := &gateway{t: t, fs: fs, dir: filepath.Join(fs.Dir(), "data"), cfgPath: filepath.Join(t.TempDir(), "plantgate.yaml"),
-		httpAddr: "127.0.0.1:" + strconv.Itoa(freePort(t)), em: em, broker: b}
+		httpAddr: "127.0.0.1:" + strconv.Itoa(freePort(t)), em: em, broker: b, plc: p}
 	g.writeConfig("max_bytes: 2GiB")
 	g.proc = newProc(t, "plantgate", bin, "run", "-c", g.cfgPath, "--log-format", "json", "--log-level", "warn")
 	g.env = []string{"E2E_ADMIN_TOKEN=" + adminToken, "E2E_FO_SECRET=" + foSecret, "PLANTGATE_ADMIN_TOKEN=" + adminToken}
@@ -116,7 +140,7 @@ func startGateway(t testing.TB, em *emulator, b *broker) *gateway {
 }
 
 func (g *gateway) writeConfig(maxBytes string) {
-	body := fmt.Sprintf(gatewayConfig, g.dir, g.httpAddr, g.em.url(), g.em.ca, g.broker.addr(), maxBytes)
+	body := fmt.Sprintf(gatewayConfig, g.dir, g.httpAddr, g.em.url(), g.em.ca, g.broker.addr(), maxBytes, g.plc.endpoint())
 	if err := os.WriteFile(g.cfgPath, []byte(body), 0o600); err != nil {
 		g.t.Fatal(err)
 	}
@@ -132,6 +156,27 @@ func (g *gateway) start() {
 		c, _ := g.get("/healthz")
 		return c == 200
 	})
+}
+
+// trustPLC trusts the PLC's certificate the way plant IT does: the source
+// files it under rejected, plantgate opcua trust moves it.
+func (g *gateway) trustPLC() {
+	g.t.Helper()
+	bin, _ := binaries(g.t)
+	rejected := filepath.Join(g.dir, "sources", "line", "pki", "rejected")
+	var file string
+	waitFor(g.t, 20*time.Second, "the PLC's certificate filed under rejected", func() bool {
+		fs, _ := filepath.Glob(filepath.Join(rejected, "*"))
+		if len(fs) > 0 {
+			file = filepath.Base(fs[0])
+		}
+		return file != ""
+	})
+	cmd := exec.Command(bin, "opcua", "trust", "-c", g.cfgPath, "--source", "line", file)
+	cmd.Env = append(os.Environ(), g.env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		g.t.Fatalf("plantgate opcua trust: %v\n%s", err, out)
+	}
 }
 
 // kill is a SIGKILL and a restart.

@@ -543,3 +543,79 @@ func (e *emulator) records(t testing.TB, set string) []map[string]any {
 	}
 	return res.Value
 }
+
+// --- node-opcua: the line's PLC ---
+
+// plc is a node-opcua server process (the opcua source's test server,
+// plugins/inputs/opcua/testdata/nodeopcua-server.js): a good-parts counter
+// that rises every 100 ms unless paused, kept in counter.txt across
+// restarts, and the current order P000777.
+type plc struct {
+	*proc
+	dir  string
+	port int
+}
+
+func startPLC(t testing.TB) *plc {
+	t.Helper()
+	mods := filepath.Join(repoRoot(t), ".tools", "node_modules")
+	if d := os.Getenv("PLANTGATE_TOOLS"); d != "" {
+		mods = filepath.Join(d, "node_modules")
+	}
+	if _, err := os.Stat(filepath.Join(mods, "node-opcua")); err != nil {
+		t.Fatalf("node-opcua is not installed in %s: run `make tools`", mods)
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not installed: run `make tools`")
+	}
+	p := &plc{dir: t.TempDir(), port: freePort(t)}
+	p.pause(true)
+	script := filepath.Join(repoRoot(t), "plugins", "inputs", "opcua", "testdata", "nodeopcua-server.js")
+	p.proc = newProc(t, "node-opcua", node, script, strconv.Itoa(p.port), p.dir, "0", "0")
+	p.env = []string{"NODE_PATH=" + mods}
+	p.start()
+	return p
+}
+
+func (p *plc) start() {
+	p.proc.start()
+	waitFor(p.t, 30*time.Second, "node-opcua to listen", func() bool {
+		if !p.running() {
+			p.t.Fatalf("node-opcua exited:\n%s", p.tail())
+		}
+		return listening("127.0.0.1:" + strconv.Itoa(p.port))
+	})
+}
+
+// restart starts the server again with bump parts made while it was down.
+func (p *plc) restart(bump int) {
+	p.args[len(p.args)-1] = strconv.Itoa(bump)
+	p.start()
+}
+
+func (p *plc) endpoint() string { return "opc.tcp://127.0.0.1:" + strconv.Itoa(p.port) + "/UA/Line" }
+
+func (p *plc) pause(on bool) {
+	f := filepath.Join(p.dir, "pause")
+	if on {
+		if err := os.WriteFile(f, nil, 0o600); err != nil {
+			p.t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // an increment in progress lands
+		return
+	}
+	_ = os.Remove(f)
+}
+
+func (p *plc) counter() int {
+	b, err := os.ReadFile(filepath.Join(p.dir, "counter.txt"))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return v
+}

@@ -89,7 +89,7 @@ func TestConfigErrors(t *testing.T) {
 		{"    broker: tcp://b:1883\n    client_id: x\n    topics: [a]\n    pause_after: 1m\n", "pause_after must be shorter than keep_alive"},
 		{"    embedded: {}\n", "no users and allow_anonymous is false"},
 		{"    client_id: x\n    embedded: {allow_anonymous: true}\n", "for client mode"},
-		{"    embedded: {listen: nowhere, allow_anonymous: true}\n", "want host:port"},
+		{"    embedded: {listen: nowhere, allow_anonymous: true}\n", "want an address host:port"},
 		{"    embedded:\n      users: [{username: a, password: x, allow: {publish: [a#]}}, {username: a, password: y}]\n", `username "a" appears twice`},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
