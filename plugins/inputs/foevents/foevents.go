@@ -36,10 +36,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -147,7 +143,7 @@ type Source struct {
 	log   zerolog.Logger
 	state pipeline.StateStore
 	now   func() time.Time
-	blob  *azblob.Client
+	blob  *blobStore
 	m     *metrics
 
 	emMu sync.Mutex
@@ -208,7 +204,7 @@ func New(cfg *Config, env pipeline.Env) (*Source, error) {
 		s.fo = fe
 	}
 	if b := cfg.Blob; b != nil {
-		opts := &azblob.ClientOptions{ClientOptions: azcore.ClientOptions{Retry: policy.RetryOptions{MaxRetries: 1}}}
+		hc := &http.Client{Timeout: 60 * time.Second}
 		if b.CAFile != "" {
 			pem, err := os.ReadFile(b.CAFile)
 			if err != nil {
@@ -218,18 +214,10 @@ func New(cfg *Config, env pipeline.Env) (*Source, error) {
 			if !pool.AppendCertsFromPEM(pem) {
 				return nil, fmt.Errorf("blob.ca_file %s holds no PEM certificate", b.CAFile)
 			}
-			opts.Transport = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+			hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 		}
-		u := strings.TrimRight(b.URL, "/") + "/"
 		var err error
-		if !b.SAS.IsZero() {
-			s.blob, err = azblob.NewClientWithNoCredential(u+"?"+strings.TrimPrefix(b.SAS.Reveal(), "?"), opts)
-		} else {
-			var cred *azblob.SharedKeyCredential
-			if cred, err = azblob.NewSharedKeyCredential(b.Account, b.Key.Reveal()); err == nil {
-				s.blob, err = azblob.NewClientWithSharedKeyCredential(u, cred, opts)
-			}
-		}
+		s.blob, err = newBlobStore(b.URL, b.Container, b.SAS.Reveal(), b.Account, b.Key.Reveal(), hc)
 		if err != nil {
 			return nil, fmt.Errorf("blob: %s", logging.RedactText(err.Error()))
 		}
@@ -293,28 +281,9 @@ type blobRef struct {
 func (s *Source) pollBlobs(ctx context.Context, se pipeline.StateEmitter) error {
 	b := s.cfg.Blob
 	var all []blobRef
-	var prefix *string
-	if b.Prefix != "" {
-		prefix = &b.Prefix
-	}
-	pager := s.blob.NewListBlobsFlatPager(b.Container, &azblob.ListBlobsFlatOptions{Prefix: prefix})
-	for pager.More() {
-		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		page, err := pager.NextPage(lctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("list container %s: %s", b.Container, azErr(err))
-		}
-		for _, it := range page.Segment.BlobItems {
-			if it.Name == nil {
-				continue
-			}
-			r := blobRef{name: *it.Name}
-			if it.Properties != nil && it.Properties.LastModified != nil {
-				r.mod = *it.Properties.LastModified
-			}
-			all = append(all, r)
-		}
+	all, err := s.blob.list(ctx, b.Prefix, 0)
+	if err != nil {
+		return fmt.Errorf("list container %s: %w", b.Container, err)
 	}
 	listed := map[string]bool{}
 	var todo, done []blobRef
@@ -354,7 +323,7 @@ func (s *Source) pollBlobs(ctx context.Context, se pipeline.StateEmitter) error 
 	var committed []blobRef
 	for _, r := range todo {
 		data, err := s.download(ctx, r.name)
-		if bloberror.HasCode(err, bloberror.BlobNotFound) {
+		if errors.Is(err, errBlobNotFound) {
 			continue // gone since the listing
 		}
 		if err != nil {
@@ -378,10 +347,10 @@ func (s *Source) pollBlobs(ctx context.Context, se pipeline.StateEmitter) error 
 	if b.AfterRead == "delete" {
 		for _, r := range done {
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			_, err := s.blob.DeleteBlob(dctx, b.Container, r.name, nil)
+			err := s.blob.remove(dctx, r.name)
 			cancel()
-			if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
-				return fmt.Errorf("delete blob %s: %s", r.name, azErr(err))
+			if err != nil && !errors.Is(err, errBlobNotFound) {
+				return fmt.Errorf("delete blob %s: %w", r.name, err)
 			}
 			forget = append(forget, r.name)
 		}
@@ -408,16 +377,11 @@ func (s *Source) pollBlobs(ctx context.Context, se pipeline.StateEmitter) error 
 func (s *Source) download(ctx context.Context, name string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	resp, err := s.blob.DownloadStream(ctx, s.cfg.Blob.Container, name, nil)
+	data, err := s.blob.read(ctx, name, d365.MaxEventBytes*16+1)
 	if err != nil {
-		if bloberror.HasCode(err, bloberror.BlobNotFound) {
+		if errors.Is(err, errBlobNotFound) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("read blob %s: %s", name, azErr(err))
-	}
-	defer func() { _ = resp.Body.Close() }()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, d365.MaxEventBytes*16+1))
-	if err != nil {
 		return nil, fmt.Errorf("read blob %s: %w", name, err)
 	}
 	return data, nil
@@ -560,24 +524,10 @@ func (s *Source) Probe(ctx context.Context) error {
 	if s.blob == nil {
 		return nil
 	}
-	p := s.blob.NewListBlobsFlatPager(s.cfg.Blob.Container, &azblob.ListBlobsFlatOptions{MaxResults: ptr(int32(1))})
-	if _, err := p.NextPage(ctx); err != nil {
-		return fmt.Errorf("list container %s: %s", s.cfg.Blob.Container, azErr(err))
+	if _, err := s.blob.list(ctx, "", 1); err != nil {
+		return fmt.Errorf("list container %s: %w", s.cfg.Blob.Container, err)
 	}
 	return nil
-}
-
-func ptr[T any](v T) *T { return &v }
-
-// azErr keeps the status and error code of an azcore error, without the
-// response dump (which may quote a SAS).
-func azErr(err error) string {
-	var re *azcore.ResponseError
-	if errors.As(err, &re) {
-		return fmt.Sprintf("%d %s", re.StatusCode, re.ErrorCode)
-	}
-	msg, _, _ := strings.Cut(err.Error(), "\n")
-	return logging.RedactText(msg)
 }
 
 type metrics struct {
