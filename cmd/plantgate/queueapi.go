@@ -40,7 +40,7 @@ var errNoGateway = errors.New("no running gateway")
 // runningGateway returns a client for the gateway running with cfg, or
 // errNoGateway.
 func runningGateway(cfg *config.Config, cfgPath string) (*apiClient, error) {
-	b, err := os.ReadFile(app.AddrFile(cfg))
+	b, err := os.ReadFile(app.AddrFile(cfg)) //nolint:gosec // in the data dir the operator's config names
 	if err != nil {
 		return nil, errNoGateway
 	}
@@ -49,7 +49,7 @@ func runningGateway(cfg *config.Config, cfgPath string) (*apiClient, error) {
 	if t := cfg.HTTP.TLS; t != nil {
 		// The listener's own certificate is trusted besides the system
 		// roots, so a self-signed one works for the local CLI.
-		if pem, err := os.ReadFile(t.CertFile); err == nil {
+		if pem, err := os.ReadFile(t.CertFile); err == nil { //nolint:gosec // the listener certificate the config names
 			pool, _ := x509.SystemCertPool()
 			if pool == nil {
 				pool = x509.NewCertPool()
@@ -68,7 +68,7 @@ func runningGateway(cfg *config.Config, cfgPath string) (*apiClient, error) {
 	}
 	c := &apiClient{base: base, hc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tcfg}}}
 	probe := &http.Client{Timeout: 2 * time.Second, Transport: c.hc.Transport}
-	resp, err := probe.Get(base + "/healthz")
+	resp, err := probe.Get(base + "/healthz") //nolint:gosec // the local gateway's own API, from its api.url
 	if err != nil {
 		return nil, errNoGateway
 	}
@@ -109,7 +109,7 @@ func (c *apiClient) call(method, path string, body, out any) error {
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, c.base+path, rd)
+	req, err := http.NewRequest(method, c.base+path, rd) //nolint:gosec // the local gateway's own API
 	if err != nil {
 		return err
 	}
@@ -118,11 +118,11 @@ func (c *apiClient) call(method, path string, body, out any) error {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.hc.Do(req) //nolint:gosec // the local gateway's own API
 	if err != nil {
 		return fmt.Errorf("gateway API %s: %w", c.base, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if resp.StatusCode/100 != 2 {
 		var e struct {

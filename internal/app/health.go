@@ -122,15 +122,12 @@ func (a *App) Health() Health {
 
 	// The queue.
 	qUp, qWhy := true, ""
-	switch {
-	case a.store == nil:
+	if a.store == nil {
 		qUp, qWhy = false, "queue not open"
-	default:
-		if err := a.store.Healthy(); err != nil {
-			qUp, qWhy = false, "queue not usable: "+err.Error()
-		} else if qs, err := a.store.Stats(); err == nil && qs.Full {
-			qUp, qWhy = false, "queue is full: sources pause and do not acknowledge upstream until records are delivered"
-		}
+	} else if err := a.store.Healthy(); err != nil {
+		qUp, qWhy = false, "queue not usable: "+err.Error()
+	} else if qs, err := a.store.Stats(); err == nil && qs.Full {
+		qUp, qWhy = false, "queue is full: sources pause and do not acknowledge upstream until records are delivered"
 	}
 	b.component("queue", "queue", "bbolt", qUp, time.Time{}, qWhy)
 

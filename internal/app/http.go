@@ -50,6 +50,7 @@ func (a *App) startHTTP() (*http.Server, error) {
 	if a.cfg.HTTP.TLS != nil {
 		scheme = "https"
 	}
+	//nolint:gosec // an address, not a secret; the CLI reads it as the service's group
 	if err := os.WriteFile(AddrFile(a.cfg), []byte(scheme+"://"+ln.Addr().String()+"\n"), 0o640); err != nil {
 		a.log.Warn().Err(err).Msg("write the API address file; the CLI will not find the running gateway")
 	}

@@ -346,7 +346,7 @@ func TestE2E(t *testing.T) {
 				default:
 				}
 				l.burst(pub, os, 1, rand.IntN(2) == 0) // the global source: safe beside rng
-				time.Sleep(100 * time.Millisecond) // about 60 messages a second
+				time.Sleep(100 * time.Millisecond)     // about 60 messages a second
 			}
 		}()
 		for k := 0; k < nKills; k++ {

@@ -58,7 +58,7 @@ func binaries(t testing.TB) (gateway, emulator string) {
 			cmd.Dir = repoRoot(t)
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if b, err := cmd.CombinedOutput(); err != nil {
-				bins.err = fmt.Errorf("go build %s: %v\n%s", name, err, b)
+				bins.err = fmt.Errorf("go build %s: %w\n%s", name, err, b)
 				return
 			}
 		}
@@ -104,7 +104,7 @@ func (p *proc) start() {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	cmd := exec.Command(p.bin, p.args...) //nolint:gosec // the suite's own binaries
+	cmd := exec.Command(p.bin, p.args...)
 	cmd.Env = append(os.Environ(), p.env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {

@@ -90,15 +90,14 @@ func (r results) get(name, unit string) (float64, bool) {
 }
 
 type row struct {
-	figure, bench      string
-	unit, baseUnit     string
-	baseline           string // what the baseline is
-	ratioUnit          string // a ratio the benchmark reports itself
-	lowerBetter        bool
-	target             string
-	targetRatio        float64 // >= for ratios (<= when lowerBetter)
-	targetValue        float64 // >= value (<= when lowerBetter); 0: none
-	format, baseFormat string
+	figure, bench  string
+	unit, baseUnit string
+	baseline       string // what the baseline is
+	ratioUnit      string // a ratio the benchmark reports itself
+	lowerBetter    bool
+	target         string
+	targetRatio    float64 // >= for ratios (<= when lowerBetter)
+	targetValue    float64 // >= value (<= when lowerBetter); 0: none
 }
 
 var rows = []row{
@@ -206,7 +205,7 @@ func main() {
 		*note = "Load at the end of the run: " + strings.TrimSpace(string(load)) + "."
 	}
 	t := table(r, header, *note)
-	fmt.Print(t)
+	_, _ = io.WriteString(os.Stdout, t)
 	if err := os.WriteFile(*out, []byte(t), 0o644); err != nil { //nolint:gosec // a report for people
 		fmt.Fprintln(os.Stderr, "benchtable:", err)
 		os.Exit(1)

@@ -107,7 +107,7 @@ func (s *blobStore) do(ctx context.Context, method, path string, query url.Value
 		return nil, fmt.Errorf("%s %s%s: %s", method, s.base, path, logging.RedactText(err.Error()))
 	}
 	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		code := resp.Header.Get("x-ms-error-code")
 		if resp.StatusCode == http.StatusNotFound && code == "BlobNotFound" {
@@ -184,7 +184,7 @@ func (s *blobStore) read(ctx context.Context, name string, limit int64) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	return io.ReadAll(io.LimitReader(resp.Body, limit))
 }
 

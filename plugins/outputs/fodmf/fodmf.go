@@ -877,7 +877,6 @@ func (m *sinkMetrics) initSink(sink string) {
 // lookup returns the sink's registered factory.
 func lookup() (pipeline.SinkFactory, bool) { return outputs.Lookup(Type) }
 
-
 // FOEnv returns the F&O environment the sink delivers to; the gateway's
 // health model marks the sink down while that environment is.
 func (s *Sink) FOEnv() *d365.Env { return s.env }
