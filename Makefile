@@ -43,8 +43,10 @@ build-all: ## cross-compile static plantgate binaries for amd64, arm64 and armv7
 tools: ## install the real peers the tests use (mosquitto, Azurite; node-opcua too, unused until an OPC UA source exists)
 	@NFPM_VERSION=$(NFPM_VERSION) scripts/install-test-tools.sh "$(TOOLS)"
 
-test: tools ## all tests with the race detector, against real peers
-	go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+test: tools ## all tests with the race detector, against real peers, then the end-to-end fault suite
+	go test -race -count=1 -timeout $(TEST_TIMEOUT) $$(go list ./... | grep -v '/internal/e2e$$')
+	@# The fault suite runs its processes on its own, not beside other packages' timing tests.
+	$(MAKE) --no-print-directory e2e
 
 test-short: ## unit tests only, no external peers
 	go test -race -short -count=1 ./...

@@ -93,13 +93,24 @@ func TestPriorityDrainAfterOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for the circuit breaker's first probe (5 s)")
 	}
-	runPriorityDrain(t, "", "high")
+	// The drain's order depends on when each runner retries, which a
+	// starved CPU (CI running other packages beside this one) can upset;
+	// a gateway that ignores priorities misses in every attempt (see
+	// TestPriorityDrainFailsWithEqualPriorities: 14-17 bulk rows first).
+	var msg string
+	for attempt := 1; attempt <= 3; attempt++ {
+		if msg = runPriorityDrain(t, "", "high"); msg == "" {
+			return
+		}
+		t.Logf("attempt %d: %s", attempt, msg)
+	}
+	t.Error(msg)
 }
 
 // runPriorityDrain runs the scenario; mesExtra is added to the MES sink's
 // settings, and wantPrio is the priority its status must show for the
 // urgent flow.
-func runPriorityDrain(t *testing.T, mesExtra, wantPrio string) {
+func runPriorityDrain(t *testing.T, mesExtra, wantPrio string) (disorder string) {
 	em := foemutest.Start(t)
 	t.Setenv("PG_TEST_FO_SECRET", foemu.DefaultClientSecret)
 	dir := t.TempDir()
@@ -247,9 +258,10 @@ func runPriorityDrain(t *testing.T, mesExtra, wantPrio string) {
 		}
 	}
 	if !last.Before(bound) {
-		t.Errorf("the last urgent record arrived at +%s, not before the %dth bulk record (it arrived after +%s): priorities did not order the drain",
+		return fmt.Sprintf("the last urgent record arrived at +%s, not before the %dth bulk record (it arrived after +%s): priorities did not order the drain",
 			last.Sub(end).Round(time.Millisecond), priorityBefore, bound.Sub(end).Round(time.Millisecond))
 	}
+	return ""
 }
 
 // TestPriorityDrainFailsWithEqualPriorities is the check of the test: with
@@ -259,7 +271,9 @@ func TestPriorityDrainFailsWithEqualPriorities(t *testing.T) {
 	if !priorityCheckTheTest {
 		t.Skip("set priorityCheckTheTest to run")
 	}
-	runPriorityDrain(t, "    priority: normal", "normal")
+	if msg := runPriorityDrain(t, "    priority: normal", "normal"); msg != "" {
+		t.Error(msg)
+	}
 }
 
 // priorityCheckTheTest runs TestPriorityDrainFailsWithEqualPriorities,
