@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -59,7 +60,7 @@ func runningGateway(cfg *config.Config, cfgPath string) (*apiClient, error) {
 		}
 		if u, err := url.Parse(base); err == nil {
 			// The certificate names the configured host, not 127.0.0.1.
-			if h, _, err := splitHost(cfg.HTTP.Listen); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
+			if h, _, err := net.SplitHostPort(cfg.HTTP.Listen); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
 				tcfg.ServerName = h
 			} else {
 				tcfg.ServerName = u.Hostname()
@@ -88,14 +89,6 @@ func runningGateway(cfg *config.Config, cfgPath string) (*apiClient, error) {
 		c.who = u.Username
 	}
 	return c, nil
-}
-
-func splitHost(hostport string) (string, string, error) {
-	i := strings.LastIndex(hostport, ":")
-	if i < 0 {
-		return "", "", errors.New("no port")
-	}
-	return strings.Trim(hostport[:i], "[]"), hostport[i+1:], nil
 }
 
 // call sends a request and decodes the JSON answer into out; a non-2xx

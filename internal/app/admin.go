@@ -736,7 +736,7 @@ func (a *App) applyPauses() map[string][]string {
 		}
 	}
 	shared := map[string][]string{}
-	for s, fs := range flowsOf {
+	for _, fs := range flowsOf {
 		for _, f := range fs {
 			for _, g := range fs {
 				if g != f && (paused[f] || paused[g]) {
@@ -744,7 +744,6 @@ func (a *App) applyPauses() map[string][]string {
 				}
 			}
 		}
-		_ = s
 	}
 	return shared
 }
