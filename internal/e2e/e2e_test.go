@@ -380,7 +380,14 @@ func TestE2E(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond)
 		line.pause(true)
 		want := line.counter() - 1000
-		waitFor(t, 60*time.Second, fmt.Sprintf("F&O told of %d parts", want), func() bool { return reportedGood(t, em) >= want })
+		end := time.Now().Add(60 * time.Second)
+		for reportedGood(t, em) < want {
+			if time.Now().After(end) {
+				_, raw := g.get("/api/v1/status")
+				t.Fatalf("after 60 s F&O was told of %d of %d parts of P000777\nstatus: %.8000s\nlog: %s", reportedGood(t, em), want, raw, g.tail())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		time.Sleep(500 * time.Millisecond) // a duplicate would land now
 		if got := reportedGood(t, em); got != want {
 			t.Errorf("F&O was told of %d good parts of P000777; the counter rose by %d", got, want)

@@ -774,15 +774,34 @@ func (s *Source) itemRequest(it *item) *ua.MonitoredItemCreateRequest {
 // readAll reads every resolved item's current value and feeds the rules.
 // The caller commits the messages and state it returns, also with an
 // error.
-func (s *Source) readAll(ctx context.Context, c *opcua.Client) ([]pipeline.Message, []pipeline.StateWrite, error) {
+func (s *Source) readAll(ctx context.Context, c *opcua.Client) (msgs []pipeline.Message, states []pipeline.StateWrite, err error) {
 	var todo []*item
 	for _, it := range s.items {
 		if it.id != nil {
 			todo = append(todo, it)
 		}
 	}
-	var msgs []pipeline.Message
-	var states []pipeline.StateWrite
+	// Every value is read before any is fed to the rules, and the values no
+	// rule watches go first: an event raised by this read (the parts made
+	// while the gateway was away) then carries the other nodes' values
+	// (the order number) as they are now, not as missing.
+	type read struct {
+		it *item
+		dv *ua.DataValue
+	}
+	var got []read
+	defer func() {
+		watched := map[string]bool{}
+		for _, r := range s.rules {
+			watched[r.Value] = true
+		}
+		sort.SliceStable(got, func(i, j int) bool { return !watched[got[i].it.name] && watched[got[j].it.name] })
+		for _, g := range got {
+			m, st := s.sample(g.it, g.dv, true)
+			msgs = append(msgs, m...)
+			states = append(states, st...)
+		}
+	}()
 	for len(todo) > 0 {
 		n := min(len(todo), maxPerCall)
 		chunk := todo[:n]
@@ -791,19 +810,17 @@ func (s *Source) readAll(ctx context.Context, c *opcua.Client) ([]pipeline.Messa
 		for i, it := range chunk {
 			ids[i] = &ua.ReadValueID{NodeID: it.id, AttributeID: ua.AttributeIDValue}
 		}
-		res, err := c.Read(s.callCtx(ctx), &ua.ReadRequest{NodesToRead: ids, TimestampsToReturn: ua.TimestampsToReturnBoth})
-		if err != nil {
-			// What was read so far goes back too: its samples are in
-			// the rules' state already.
-			return msgs, states, fmt.Errorf("read current values: %w", err)
+		res, rerr := c.Read(s.callCtx(ctx), &ua.ReadRequest{NodesToRead: ids, TimestampsToReturn: ua.TimestampsToReturnBoth})
+		if rerr != nil {
+			// What was read so far goes back too (the deferred feed):
+			// its samples go into the rules' state.
+			return nil, nil, fmt.Errorf("read current values: %w", rerr)
 		}
 		for i, it := range chunk {
 			if i >= len(res.Results) {
 				break
 			}
-			m, st := s.sample(it, res.Results[i], true)
-			msgs = append(msgs, m...)
-			states = append(states, st...)
+			got = append(got, read{it, res.Results[i]})
 		}
 	}
 	return msgs, states, nil

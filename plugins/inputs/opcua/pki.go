@@ -279,7 +279,25 @@ func (p PKI) Trust(which string) (string, error) {
 	if err := os.Rename(filepath.Join(p.Rejected(), match[0]), dst); err != nil {
 		return "", err
 	}
+	// The move must survive a power cut: without the directories synced
+	// the certificate can be back under rejected after one, and the
+	// source refuses the server again.
+	for _, d := range []string{p.Trusted(), p.Rejected(), filepath.Dir(p.Trusted())} {
+		if err := syncDir(d); err != nil {
+			return "", fmt.Errorf("sync %s: %w", d, err)
+		}
+	}
 	return dst, nil
+}
+
+// syncDir makes a directory's entries durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = d.Close() }()
+	return d.Sync()
 }
 
 func writeFileSync(name string, b []byte, mode os.FileMode) error {
@@ -302,9 +320,5 @@ func writeFileSync(name string, b []byte, mode os.FileMode) error {
 	if err := os.Rename(tmp, name); err != nil {
 		return err
 	}
-	if d, err := os.Open(filepath.Dir(name)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
+	return syncDir(filepath.Dir(name))
 }
