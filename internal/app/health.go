@@ -7,6 +7,7 @@ import (
 
 	"github.com/plantgate/plantgate/internal/d365"
 	"github.com/plantgate/plantgate/internal/pipeline"
+	"github.com/plantgate/plantgate/internal/queue"
 )
 
 // Lifecycle phases of a gateway (Health.State while not running).
@@ -122,11 +123,15 @@ func (a *App) Health() Health {
 
 	// The queue.
 	qUp, qWhy := true, ""
+	var qs queue.Stats
+	if a.store != nil {
+		qs, _ = a.store.Stats()
+	}
 	if a.store == nil {
 		qUp, qWhy = false, "queue not open"
 	} else if err := a.store.Healthy(); err != nil {
 		qUp, qWhy = false, "queue not usable: "+err.Error()
-	} else if qs, err := a.store.Stats(); err == nil && qs.Full {
+	} else if qs.Full {
 		qUp, qWhy = false, "queue is full: sources pause and do not acknowledge upstream until records are delivered"
 	}
 	b.component("queue", "queue", "bbolt", qUp, time.Time{}, qWhy)
@@ -207,17 +212,13 @@ func (a *App) Health() Health {
 	for _, d := range inDoubt {
 		b.degraded("sink", d.sink, d.why)
 	}
-	if a.store != nil {
-		if qs, err := a.store.Stats(); err == nil {
-			for _, s := range qs.Streams {
-				if s.Dead > 0 {
-					noun := "dead letters"
-					if s.Dead == 1 {
-						noun = "dead letter"
-					}
-					b.degraded("stream", s.Stream, fmt.Sprintf("stream %s has %d %s (plantgate queue dead --stream %s)", s.Stream, s.Dead, noun, s.Stream))
-				}
+	for _, s := range qs.Streams {
+		if s.Dead > 0 {
+			noun := "dead letters"
+			if s.Dead == 1 {
+				noun = "dead letter"
 			}
+			b.degraded("stream", s.Stream, fmt.Sprintf("stream %s has %d %s (plantgate queue dead --stream %s)", s.Stream, s.Dead, noun, s.Stream))
 		}
 	}
 	if a.rates != nil {
