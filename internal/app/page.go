@@ -86,6 +86,47 @@ type pageData struct {
 	DeadMore    bool
 	Held        []InDoubtEntry
 	Admin       bool
+	// Outcomes are the F&O outcome counts of the sinks that track them.
+	Outcomes []OutcomeRow
+}
+
+// OutcomeRow is one fo.mes sink's F&O outcomes (track_outcomes) on the
+// status page, read from its status (outcomes).
+type OutcomeRow struct {
+	Sink string
+	// Confirmed: F&O processed; Failed: F&O failed (dead letters);
+	// Awaiting: sent, no outcome yet; Overdue: of those, no outcome
+	// within Timeout (outcome_timeout).
+	Confirmed, Failed, Awaiting, Overdue int64
+	// Duplicates and Unknown are events received again and events that
+	// match no message the sink sent.
+	Duplicates, Unknown int64
+	Timeout             string
+}
+
+func outcomeRows(sinks []ComponentStatus) []OutcomeRow {
+	var rows []OutcomeRow
+	for _, s := range sinks {
+		o, ok := s.Details["outcomes"].(map[string]any)
+		if !ok {
+			continue
+		}
+		n := func(k string) int64 {
+			switch v := o[k].(type) {
+			case int:
+				return int64(v)
+			case int64:
+				return v
+			case float64:
+				return int64(v)
+			}
+			return 0
+		}
+		timeout, _ := o["timeout"].(string)
+		rows = append(rows, OutcomeRow{Sink: s.Name, Confirmed: n("confirmed"), Failed: n("failed_in_fo"), Awaiting: n("awaiting_outcome"),
+			Overdue: n("overdue"), Duplicates: n("duplicate_events"), Unknown: n("unknown_events"), Timeout: timeout})
+	}
+	return rows
 }
 
 const pageListMax = 50
@@ -94,6 +135,7 @@ func (a *App) statusPage(w http.ResponseWriter, r *http.Request) {
 	q := strings.TrimSpace(r.URL.Query().Get("q"))
 	d := pageData{Status: a.Status(), Query: q, Done: r.URL.Query().Get("done"), Error: r.URL.Query().Get("error"),
 		Admin: a.cfg.HTTP.AdminToken.Reveal() != ""}
+	d.Outcomes = outcomeRows(d.Sinks)
 	if dead, err := a.deadLetters("", q, 0, pageListMax+1); err == nil {
 		if len(dead) > pageListMax {
 			dead, d.DeadMore = dead[:pageListMax], true

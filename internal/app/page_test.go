@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"html"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -68,12 +70,17 @@ type pageGateway struct {
 
 func startPageGateway(t *testing.T, secret string) *pageGateway {
 	t.Helper()
+	return startPageGatewayWith(t, secret, pageConfig)
+}
+
+func startPageGatewayWith(t *testing.T, secret, config string) *pageGateway {
+	t.Helper()
 	em := foemutest.Start(t)
 	t.Setenv("PG_TEST_FO_SECRET", secret)
 	t.Setenv("PG_TEST_ADMIN_TOKEN", adminToken)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "plantgate.yaml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(pageConfig, dir, em.BaseURL(), em.CAFile())), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(config, dir, em.BaseURL(), em.CAFile())), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "in.jsonl"), nil, 0o600); err != nil {
@@ -155,6 +162,9 @@ func TestOneHealthTruth(t *testing.T) {
 		if v.readyzState != StateReady || !v.statusReady || v.statusState != StateReady || v.metricReady != "1" || v.pageState != "ready" {
 			t.Errorf("outputs disagree or are not ready: %+v", v)
 		}
+		if strings.Contains(v.pageText, `id="outcomes"`) {
+			t.Error("the page shows F&O outcomes with no sink tracking them")
+		}
 	})
 	t.Run("token refused", func(t *testing.T) {
 		g := startPageGateway(t, "not-the-secret")
@@ -173,6 +183,92 @@ func TestOneHealthTruth(t *testing.T) {
 			t.Error("a message reached F&O without a token")
 		}
 	})
+}
+
+// outcomesPageConfig is pageConfig with the fo.mes sink tracking
+// outcomes (outcome_timeout 1s) and F&O's message processed events read
+// from events.jsonl into a fo.outcomes sink.
+var outcomesPageConfig = strings.NewReplacer(
+	"    message_type: ProdProductionOrderStart\n", "    message_type: ProdProductionOrderStart\n    track_outcomes: true\n    outcome_timeout: 1s\n",
+	"sinks:\n", "sinks:\n  outcomes: {type: fo.outcomes, mes: mes, retry: {initial: 20ms, max: 200ms}}\n",
+	"flows:\n", "flows:\n  outcomes: {from: events, key: payload.EventId, id: payload.EventId, to: outcomes}\n",
+	"sources:\n", "sources:\n  events: {type: file, path: \"%[1]s/events.jsonl\", follow: true, poll_interval: 10ms}\n",
+).Replace(pageConfig)
+
+// outcomesText is the text of the page's F&O outcomes table, one line
+// per row, "" without the table.
+func outcomesText(page string) string {
+	i := strings.Index(page, `<table id="outcomes">`)
+	if i < 0 {
+		return ""
+	}
+	tbl := page[i:]
+	tbl = tbl[:strings.Index(tbl, "</table>")]
+	tbl = strings.ReplaceAll(strings.ReplaceAll(tbl, "\n", " "), "</tr>", "\n")
+	tbl = html.UnescapeString(regexp.MustCompile(`<[^>]*>`).ReplaceAllString(tbl, " "))
+	var lines []string
+	for l := range strings.Lines(tbl) {
+		if l = strings.Join(strings.Fields(l), " "); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestStatusPageShowsOutcomes sends three MES messages through a fo.mes
+// sink that tracks outcomes; F&O's events say the first was processed and
+// the second failed, the third gets none within outcome_timeout. The page
+// shows the sink's outcome counts as the status does: 1 processed, 1
+// failed, 1 awaiting and overdue.
+func TestStatusPageShowsOutcomes(t *testing.T) {
+	g := startOutcomesGateway(t)
+	_, page := get(t, g.base+"/", "")
+	got := outcomesText(page)
+	want := "sink processed failed in F&O awaiting overdue duplicate / unknown events\nmes 1 1 1 1 no event within 1s 0 / 0"
+	if got != want {
+		t.Fatalf("the page's F&O outcomes table:\n%s\nwant:\n%s\nstatus: %v", got, want, mesOutcomes(g))
+	}
+}
+
+func mesOutcomes(g *pageGateway) map[string]any {
+	for _, s := range g.a.Status().Sinks {
+		if s.Name == "mes" {
+			o, _ := s.Details["outcomes"].(map[string]any)
+			return o
+		}
+	}
+	return nil
+}
+
+// startOutcomesGateway starts a gateway on outcomesPageConfig, sends
+// three messages and has F&O's events say the first was processed and
+// the second failed; it returns when the third is overdue.
+func startOutcomesGateway(t *testing.T) *pageGateway {
+	t.Helper()
+	g := startPageGatewayWith(t, foemu.DefaultClientSecret, outcomesPageConfig)
+	if err := os.WriteFile(filepath.Join(g.dir, "events.jsonl"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.add(t, `{"order":"P000401","n":1}`, `{"order":"P000402","n":2}`, `{"order":"P000403","n":3}`)
+	eventually(t, "3 messages in F&O", func() bool { return len(g.em.Messages()) == 3 })
+	content := map[string]string{}
+	for _, m := range g.em.Messages() {
+		content[m.ProductionOrder] = m.Content
+	}
+	event := func(id, order, state string) string {
+		b, err := json.Marshal(map[string]any{"EventId": id, "EventTime": time.Now().UTC().Format(time.RFC3339Nano), "MessageType": "ProdProductionOrderStart",
+			"LegalEntity": "USMF", "MessageContent": content[order], "MessageState": state, "MessageInfolog": "Production order " + order + " does not exist."})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	appendLines(t, filepath.Join(g.dir, "events.jsonl"), event("E1", "P000401", "Processed"), event("E2", "P000402", "Failed"))
+	eventually(t, "the outcomes in status", func() bool {
+		o := mesOutcomes(g)
+		return o["confirmed"] == int64(1) && o["failed_in_fo"] == int64(1) && o["awaiting_outcome"] == 1 && o["overdue"] == 1
+	})
+	return g
 }
 
 // chromiumPath finds headless Chromium; the page tests need it. In CI
@@ -241,9 +337,9 @@ func saveShot(t *testing.T, name string, png []byte) {
 }
 
 // TestStatusPageInChromium renders the status page in headless Chromium
-// at desktop and phone width in four states and checks what each shows:
+// at desktop and phone width in five states and checks what each shows:
 // the state, the reason, the dead letters and records in doubt with their
-// actions. At 390 px the page itself must not scroll sideways (tables
+// actions, the F&O outcome counts. At 390 px the page itself must not scroll sideways (tables
 // scroll inside their box).
 func TestStatusPageInChromium(t *testing.T) {
 	chrome := chromiumPath(t)
@@ -261,7 +357,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		c, _ := get(t, healthy.base+"/readyz", "")
 		return len(healthy.em.Messages()) == 1 && c == 200
 	})
-	checks = append(checks, check{"healthy", healthy.base + "/", []string{"ready", "start", "F&O environments", "No dead letters", "No records in doubt", "UTC"}, []string{"not ready", "Needs attention"}})
+	checks = append(checks, check{"healthy", healthy.base + "/", []string{"ready", "start", "F&O environments", "No dead letters", "No records in doubt", "UTC"}, []string{"not ready", "Needs attention", "F&O outcomes"}})
 
 	refused := startPageGateway(t, "not-the-secret")
 	eventually(t, "token refused: not ready", func() bool { c, _ := get(t, refused.base+"/readyz", ""); return c == 503 })
@@ -285,6 +381,9 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 	held.add(t, `{"order":"P000301","n":2}`)
 	eventually(t, "one held and one parked", func() bool { return len(held.a.Status().InDoubt) == 2 })
+	outcomes := startOutcomesGateway(t)
+	checks = append(checks, check{"outcomes", outcomes.base + "/", []string{"F&O outcomes", "failed in F&O", "no event within 1s"}, nil})
+
 	checks = append(checks, check{"in-doubt", held.base + "/", []string{"degraded", "P000301", "held", "parked", "release", "F&O has it", "holds 1 records in doubt", "No dead letters"}, nil})
 
 	for _, c := range checks {
