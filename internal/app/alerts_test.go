@@ -58,9 +58,10 @@ func TestPromtoolCheckRules(t *testing.T) {
 
 // TestPromtoolRuleUnitTests: the rules fire (and stay quiet) as
 // configs/prometheus/alerts_test.yaml says: a stalled stream, a stalled
-// DMF stream, new dead letters, records in doubt, a refused token, F&O
-// unreachable, a queue near its quota and full, a disconnected source,
-// expiring certificates.
+// DMF stream, new dead letters, records in doubt, MES messages F&O failed
+// and MES messages without an outcome after outcome_timeout, a refused
+// token, F&O unreachable, a queue near its quota and full, a disconnected
+// source, expiring certificates.
 func TestPromtoolRuleUnitTests(t *testing.T) {
 	cmd := exec.Command(promtool(t), "test", "rules", "alerts_test.yaml")
 	cmd.Dir = alertsDir

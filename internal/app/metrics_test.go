@@ -27,8 +27,9 @@ import (
 var update = flag.Bool("update", false, "rewrite testdata/metrics.golden")
 
 // metricsConfig has one of each kind of source and sink that reports
-// metrics: a file source and an embedded MQTT broker; a recorder, fo.mes,
-// fo.odata with overflow to fo.dmf; one F&O environment.
+// metrics: a file source and an embedded MQTT broker; a recorder, fo.mes
+// (tracking F&O's outcomes), fo.odata with overflow to fo.dmf; one F&O
+// environment.
 const metricsConfig = `gateway:
   id: golden
   data_dir: %[1]s
@@ -98,6 +99,7 @@ sinks:
   mes:
     type: fo.mes
     env: emu
+    track_outcomes: true
   odata:
     type: fo.odata
     env: emu
