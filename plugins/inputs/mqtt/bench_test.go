@@ -1,8 +1,13 @@
 package mqtt
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,6 +66,48 @@ func benchGateway(b *testing.B, m *mosquitto, id, topic string) *gateway {
 	return g
 }
 
+// cpuClock reads the CPU time (user and system) of this process and of
+// the broker, so a benchmark can say where the time of each phase went.
+type cpuClock struct {
+	m          *mosquitto
+	self, brok time.Duration
+}
+
+func (c *cpuClock) read() (self, broker time.Duration) {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.m.cmd.Process.Pid)); err == nil {
+		// Fields after the command name: utime and stime are the 12th
+		// and 13th, in clock ticks (100 a second on Linux).
+		if i := strings.LastIndexByte(string(b), ')'); i > 0 {
+			f := strings.Fields(string(b[i+1:]))
+			if len(f) > 12 {
+				u, _ := strconv.ParseInt(f[11], 10, 64)
+				s, _ := strconv.ParseInt(f[12], 10, 64)
+				broker = time.Duration(u+s) * 10 * time.Millisecond
+			}
+		}
+	}
+	return self, broker
+}
+
+func (c *cpuClock) start() { c.self, c.brok = c.read() }
+
+// perMsg is the CPU microseconds per message of this process and of the
+// broker since start.
+func (c *cpuClock) perMsg(n int64) (self, broker float64) {
+	s, br := c.read()
+	return float64((s - c.self).Microseconds()) / float64(n), float64((br - c.brok).Microseconds()) / float64(n)
+}
+
+// reportCPU reports what perMsg measured for a phase, under the names
+// <what>_cpu_us/msg and <what>_broker_cpu_us/msg.
+func reportCPU(b *testing.B, what string, self, broker float64) {
+	b.ReportMetric(self, what+"_cpu_us/msg")
+	b.ReportMetric(broker, what+"_broker_cpu_us/msg")
+}
+
 // BenchmarkIngestLive publishes while the subscriber is connected.
 func BenchmarkIngestLive(b *testing.B) {
 	m := startMosquitto(b)
@@ -98,10 +145,13 @@ func BenchmarkIngestBacklog(b *testing.B) {
 	ns := newNullSubscriber(b, m.url(), "bench-null", "null/#")
 	ns.c.Disconnect(100)
 	pub.send("null/a", 1, "n", 0, b.N)
+	clk := &cpuClock{m: m}
+	clk.start()
 	start := time.Now()
 	ns.reconnect(b)
 	waitCount(b, "null subscriber", n, ns.n.Load)
 	nullRate := float64(n) / time.Since(start).Seconds()
+	nullCPU, nullBroker := clk.perMsg(n)
 	ns.c.Disconnect(100)
 
 	g := benchGateway(b, m, "bench-gw", "gw/#").start()
@@ -109,11 +159,15 @@ func BenchmarkIngestBacklog(b *testing.B) {
 	g.stop()
 	pub.send("gw/a", 1, "g", 0, b.N)
 	b.ResetTimer()
+	clk.start()
 	start = time.Now()
 	g.start()
 	waitCount(b, "gateway", n, g.src.acked.Load)
 	gwRate := float64(n) / time.Since(start).Seconds()
 	b.StopTimer()
+	gwCPU, gwBroker := clk.perMsg(n)
+	reportCPU(b, "gw", gwCPU, gwBroker)
+	reportCPU(b, "null", nullCPU, nullBroker)
 	b.ReportMetric(gwRate, "msg/s")
 	b.ReportMetric(nullRate, "null_msg/s")
 	b.ReportMetric(gwRate/nullRate, "ratio")
