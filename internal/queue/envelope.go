@@ -38,15 +38,11 @@ type envelope struct {
 }
 
 func encodeEnvelope(e *envelope) ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteByte(envelopeV1)
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(e); err != nil {
+	b, err := appendEnvelope(append(make([]byte, 0, 256), envelopeV1), e)
+	if err != nil {
 		return nil, fmt.Errorf("encode record: %w", err)
 	}
-	out := b.Bytes()
-	return out[:len(out)-1], nil // drop Encode's newline
+	return b, nil
 }
 
 // decodeEnvelope parses a stored value. Numbers in fields are kept as

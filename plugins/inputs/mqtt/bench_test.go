@@ -19,7 +19,10 @@ import (
 // Ingest benchmarks: b.N QoS 1 messages of about 200 bytes through a
 // mosquitto started by the benchmark, into the queue (fsync on), beside a
 // null subscriber (acknowledges at once, stores nothing) on the same
-// broker in the same run. They report msg/s for both and their ratio.
+// broker in the same run, in alternating rounds. They report msg/s for
+// both, their ratio, and the CPU time per message of each side and of
+// mosquitto (in the live benchmark, this process's CPU also includes the
+// publisher's).
 // make bench runs them; make test does not.
 
 // nullSubscriber connects with a persistent session and counts messages.
@@ -108,30 +111,59 @@ func reportCPU(b *testing.B, what string, self, broker float64) {
 	b.ReportMetric(broker, what+"_broker_cpu_us/msg")
 }
 
+// benchRounds is how many times each benchmark alternates the null
+// subscriber and the gateway. Each side's figure is its best round, so a
+// burst of other work on the shared machine costs one round of one side,
+// not the ratio.
+const benchRounds = 3
+
+// roundSize is the number of messages of round r when n are split into
+// benchRounds rounds.
+func roundSize(n, r int) int { return (r+1)*n/benchRounds - r*n/benchRounds }
+
+// best keeps the highest rate of the rounds and the CPU figures of that
+// round.
+type best struct {
+	rate, cpu, broker float64
+}
+
+func (bs *best) note(n int, took time.Duration, clk *cpuClock) {
+	rate := float64(n) / took.Seconds()
+	if rate > bs.rate {
+		bs.rate = rate
+		bs.cpu, bs.broker = clk.perMsg(int64(n))
+	}
+}
+
 // BenchmarkIngestLive publishes while the subscriber is connected.
 func BenchmarkIngestLive(b *testing.B) {
 	m := startMosquitto(b)
-	n := int64(b.N)
 	pub := newPublisher(b, m.url(), "bench-pub")
-
 	ns := newNullSubscriber(b, m.url(), "bench-null", "null/#")
-	start := time.Now()
-	pub.send("null/a", 1, "n", 0, b.N)
-	waitCount(b, "null subscriber", n, ns.n.Load)
-	nullRate := float64(n) / time.Since(start).Seconds()
-	ns.c.Disconnect(100)
-
 	g := benchGateway(b, m, "bench-gw", "gw/#").start()
 	g.waitSubscribed()
+	clk := &cpuClock{m: m}
+	var null, gw best
+	from := 0
 	b.ResetTimer()
-	start = time.Now()
-	pub.send("gw/a", 1, "g", 0, b.N)
-	waitCount(b, "gateway", n, g.src.acked.Load)
-	gwRate := float64(n) / time.Since(start).Seconds()
+	for r := range benchRounds {
+		k := roundSize(b.N, r)
+		clk.start()
+		start := time.Now()
+		pub.send("null/a", 1, "n", from, from+k)
+		waitCount(b, "null subscriber", int64(from+k), ns.n.Load)
+		null.note(k, time.Since(start), clk)
+
+		clk.start()
+		start = time.Now()
+		pub.send("gw/a", 1, "g", from, from+k)
+		waitCount(b, "gateway", int64(from+k), g.src.acked.Load)
+		gw.note(k, time.Since(start), clk)
+		from += k
+	}
 	b.StopTimer()
-	b.ReportMetric(gwRate, "msg/s")
-	b.ReportMetric(nullRate, "null_msg/s")
-	b.ReportMetric(gwRate/nullRate, "ratio")
+	reportIngest(b, &gw, &null)
+	ns.c.Disconnect(100)
 	g.close()
 }
 
@@ -139,40 +171,50 @@ func BenchmarkIngestLive(b *testing.B) {
 // subscriber was away.
 func BenchmarkIngestBacklog(b *testing.B) {
 	m := startMosquitto(b)
-	n := int64(b.N)
 	pub := newPublisher(b, m.url(), "bench-pub")
-
 	ns := newNullSubscriber(b, m.url(), "bench-null", "null/#")
 	ns.c.Disconnect(100)
-	pub.send("null/a", 1, "n", 0, b.N)
-	clk := &cpuClock{m: m}
-	clk.start()
-	start := time.Now()
-	ns.reconnect(b)
-	waitCount(b, "null subscriber", n, ns.n.Load)
-	nullRate := float64(n) / time.Since(start).Seconds()
-	nullCPU, nullBroker := clk.perMsg(n)
-	ns.c.Disconnect(100)
-
 	g := benchGateway(b, m, "bench-gw", "gw/#").start()
 	g.waitSubscribed()
 	g.stop()
-	pub.send("gw/a", 1, "g", 0, b.N)
+	clk := &cpuClock{m: m}
+	var null, gw best
+	from := 0
 	b.ResetTimer()
-	clk.start()
-	start = time.Now()
-	g.start()
-	waitCount(b, "gateway", n, g.src.acked.Load)
-	gwRate := float64(n) / time.Since(start).Seconds()
+	for r := range benchRounds {
+		k := roundSize(b.N, r)
+		b.StopTimer()
+		pub.send("null/a", 1, "n", from, from+k)
+		pub.send("gw/a", 1, "g", from, from+k)
+		b.StartTimer()
+
+		clk.start()
+		start := time.Now()
+		ns.reconnect(b)
+		waitCount(b, "null subscriber", int64(from+k), ns.n.Load)
+		null.note(k, time.Since(start), clk)
+		ns.c.Disconnect(100)
+
+		clk.start()
+		start = time.Now()
+		g.start()
+		waitCount(b, "gateway", int64(from+k), g.src.acked.Load)
+		gw.note(k, time.Since(start), clk)
+		g.stop()
+		from += k
+	}
 	b.StopTimer()
-	gwCPU, gwBroker := clk.perMsg(n)
-	reportCPU(b, "gw", gwCPU, gwBroker)
-	reportCPU(b, "null", nullCPU, nullBroker)
-	b.ReportMetric(gwRate, "msg/s")
-	b.ReportMetric(nullRate, "null_msg/s")
-	b.ReportMetric(gwRate/nullRate, "ratio")
+	reportIngest(b, &gw, &null)
 	if got := g.count(); got != b.N {
 		b.Fatalf("queue holds %d records, want %d", got, b.N)
 	}
 	g.close()
+}
+
+func reportIngest(b *testing.B, gw, null *best) {
+	reportCPU(b, "gw", gw.cpu, gw.broker)
+	reportCPU(b, "null", null.cpu, null.broker)
+	b.ReportMetric(gw.rate, "msg/s")
+	b.ReportMetric(null.rate, "null_msg/s")
+	b.ReportMetric(gw.rate/null.rate, "ratio")
 }

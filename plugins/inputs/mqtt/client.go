@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -333,58 +334,124 @@ func (ss *session) stalledFor() time.Duration {
 	return time.Since(time.Unix(0, ns))
 }
 
-// writer takes messages from the window in batches, emits each batch with
-// one commit and then acknowledges its messages in order. It returns nil
-// when ctx ends, or Emit's error.
+// decodedBatch is a batch of messages from the window and what they
+// decoded to.
+type decodedBatch struct {
+	batch []inbound
+	msgs  []pipeline.Message
+}
+
+// writer moves messages from the window into the queue in three stages,
+// each its own goroutine, so that one batch's commit overlaps the next
+// batch's decoding and the acknowledgements of the one before:
+//
+//	decode: take messages from the window and decode them, until the
+//	        emit stage takes the batch or it holds batch_max
+//	emit:   Emit the batch (one commit), this goroutine
+//	ack:    acknowledge each committed message, in order
+//
+// Every stage handles batches in the order they left the window, so the
+// queue keeps the broker's order and the broker gets its PUBACKs in the
+// order it sent the messages [MQTT-4.6.0-2]. writer returns nil when ctx
+// ends, or Emit's error; by then every committed message was
+// acknowledged and every other one released.
 func (ss *session) writer(ctx context.Context, em pipeline.Emitter) error {
-	s := ss.s
-	max := s.cfg.BatchMax
-	batch := make([]inbound, 0, max)
-	msgs := make([]pipeline.Message, 0, max)
-	for {
-		batch = batch[:0]
-		select {
-		case <-ctx.Done():
-			return nil
-		case p := <-ss.in:
-			batch = append(batch, p)
-		}
-	fill:
-		for len(batch) < max {
-			select {
-			case p := <-ss.in:
-				batch = append(batch, p)
-			default:
-				break fill
-			}
-		}
-		msgs = msgs[:0]
-		for _, p := range batch {
-			m := s.dec.message(publish{Topic: p.msg.Topic(), Payload: p.msg.Payload(), QoS: p.msg.Qos(), Retained: p.msg.Retained(),
-				Dup: p.msg.Duplicate(), PacketID: p.msg.MessageID(), Received: p.at})
-			s.noteDecode(&m)
-			msgs = append(msgs, m)
+	dctx, stopDecode := context.WithCancel(ctx)
+	defer stopDecode()
+	decoded := make(chan decodedBatch)
+	committed := make(chan []inbound, 1)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		defer close(decoded)
+		ss.decodeStage(dctx, decoded)
+	}()
+	go func() {
+		defer wg.Done()
+		ss.ackStage(committed)
+	}()
+	var err error
+	failed := false
+	for d := range decoded {
+		if failed {
+			ss.releaseAll(d.batch)
+			continue
 		}
 		ss.emitStart.Store(time.Now().UnixNano())
-		err := em.Emit(ctx, msgs...)
+		eerr := em.Emit(ctx, d.msgs...)
 		ss.emitStart.Store(0)
 		select {
 		case ss.emitDone <- struct{}{}:
 		default:
 		}
-		if err != nil {
-			for _, p := range batch {
-				ss.release(p)
-			}
-			return emitError(ctx, err, len(batch))
+		if eerr != nil {
+			ss.releaseAll(d.batch)
+			err = emitError(ctx, eerr, len(d.batch))
+			failed = true
+			stopDecode() // it releases what it holds; the rest stays in the window
+			continue
 		}
+		committed <- d.batch
+	}
+	close(committed)
+	wg.Wait()
+	return err
+}
+
+// decodeStage takes messages from the window and decodes each as it
+// comes. It offers the batch to the emit stage from its first message on
+// and keeps adding to it (up to batch_max) while the emit stage is busy,
+// so a slow commit makes the next one larger, not later.
+func (ss *session) decodeStage(ctx context.Context, out chan<- decodedBatch) {
+	s := ss.s
+	max := s.cfg.BatchMax
+	var batch []inbound
+	var msgs []pipeline.Message
+	take := func(p inbound) {
+		m := s.dec.message(publish{Topic: p.msg.Topic(), Payload: p.msg.Payload(), QoS: p.msg.Qos(), Retained: p.msg.Retained(),
+			Dup: p.msg.Duplicate(), PacketID: p.msg.MessageID(), Received: p.at})
+		s.noteDecode(&m)
+		batch = append(batch, p)
+		msgs = append(msgs, m)
+	}
+	for {
+		in, send := ss.in, out
+		if len(batch) == 0 {
+			send = nil
+		}
+		if len(batch) >= max {
+			in = nil
+		}
+		select {
+		case <-ctx.Done():
+			ss.releaseAll(batch)
+			return
+		case p := <-in:
+			take(p)
+		case send <- decodedBatch{batch: batch, msgs: msgs}:
+			batch = make([]inbound, 0, max)
+			msgs = make([]pipeline.Message, 0, max)
+		}
+	}
+}
+
+// ackStage acknowledges the messages of each committed batch, in order.
+func (ss *session) ackStage(in <-chan []inbound) {
+	for batch := range in {
 		for _, p := range batch {
 			if p.msg.Qos() > 0 {
 				p.msg.Ack()
 			}
 		}
-		s.noteDone(len(batch), true)
-		clear(msgs) // drop references to payloads
+		ss.s.noteDone(len(batch), true)
+	}
+}
+
+// releaseAll gives back the messages of a batch unacknowledged.
+func (ss *session) releaseAll(batch []inbound) {
+	for _, p := range batch {
+		ss.release(p)
 	}
 }
 

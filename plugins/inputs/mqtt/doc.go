@@ -11,8 +11,13 @@
 //
 //	broker --PUBLISH--> paho router goroutine --handler--> window (bounded, max_in_flight)
 //	                                                         |
-//	   writer: take up to batch_max messages, or what is there --> Emit (one fsync'd commit)
-//	           --> PUBACK/PUBREC for each message, in order
+//	   decode: take messages, decode each; grow the batch (up to batch_max) until emit takes it
+//	   emit:   Emit the batch (one fsync'd commit)
+//	   ack:    PUBACK/PUBREC for each committed message, in order
+//
+// The three stages run at once on consecutive batches, in order, so one
+// batch's commit overlaps the next one's decoding and the previous one's
+// acknowledgements.
 //
 // The handler never does I/O; it puts the message in the window. When the
 // window is full (the queue is slow or full), the handler waits. paho
