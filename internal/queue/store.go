@@ -139,6 +139,8 @@ type Store struct {
 
 	commits atomic.Int64 // committed group transactions
 
+	releaseWarned bool // releaseMapped failed once (commit loop only)
+
 	lock     *os.File // the lock file, held while the store is open
 	pageSize int64
 
@@ -630,10 +632,16 @@ func (s *Store) submit(ctx context.Context, weight int, apply func(*bolt.Tx, *de
 	return <-r.done
 }
 
+// releaseEvery is how often the commit loop drops the queue file's mapped
+// pages from the resident set (see releaseMapped).
+const releaseEvery = time.Second
+
 func (s *Store) commitLoop() {
 	defer close(s.done)
 	prune := time.NewTicker(time.Minute)
 	defer prune.Stop()
+	release := time.NewTicker(releaseEvery)
+	defer release.Stop()
 	var batch []*request
 	for {
 		var first *request
@@ -646,6 +654,12 @@ func (s *Store) commitLoop() {
 		case <-prune.C:
 			s.pruneIDs()
 			s.expireDead()
+			continue
+		case <-release.C:
+			if err := s.releaseMapped(); err != nil && !s.releaseWarned {
+				s.releaseWarned = true
+				s.log.Warn().Err(err).Msg("cannot release the queue file's mapped pages: RSS grows with the queue (no harm to data)")
+			}
 			continue
 		}
 		batch = append(batch[:0], first)

@@ -84,7 +84,9 @@ type recent struct {
 	set  map[uint64]int32
 }
 
-const recentSize = 1 << 16
+// recentSize covers what a broker sends again after a reconnect: at most
+// the window and the batches in the writer stages (8,000 by default).
+const recentSize = 1 << 14
 
 func newRecent() *recent {
 	return &recent{seed: maphash.MakeSeed(), ring: make([]uint64, 0, recentSize), set: make(map[uint64]int32, recentSize)}
