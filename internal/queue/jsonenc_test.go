@@ -42,7 +42,7 @@ func TestEnvelopeEncodingMatchesStdlib(t *testing.T) {
 				"mqtt.message_id": 65535, "local": at.In(time.FixedZone("CET", 3600))}},
 		"dead letter": {Source: "mes", Raw: []byte("{\"bad\"\x00\xff"), Reason: "decode: <&> \"quoted\"\n", DeadAt: -5, Attempts: 3, OrigSeq: math.MaxUint64, Remap: true},
 		"strings":     {Key: "\u2028\u2029 <tag> & \t\b\f\r\x01\x1f \\ / é 日本 \xff\xfe", Fields: map[string]any{"\xff": "\xed\xa0\x80", "": ""}},
-		"floats": {Fields: map[string]any{"a": 1e21, "b": 1e20, "c": 1e-6, "d": 1e-7, "e": -0.0, "f": 123456789.125, "g": math.SmallestNonzeroFloat64,
+		"floats": {Fields: map[string]any{"a": 1e21, "b": 1e20, "c": 1e-6, "d": 1e-7, "e": math.Copysign(0, -1), "f": 123456789.125, "g": math.SmallestNonzeroFloat64,
 			"h": math.MaxFloat64, "i": 5e-324, "j": 1.5e-9, "k": float32(0.1), "l": -1e-10}},
 		"nested": {Fields: map[string]any{"l": []any{1, "x", []any{}, map[string]any{}, nil, []any(nil), map[string]any(nil)},
 			"m": map[string]any{"z": 1, "a": map[string]any{"b": []any{true}}}}},

@@ -110,7 +110,7 @@ func (c *bufferedConn) SetWriteDeadline(time.Time) error { return nil }
 
 // SetDeadline implements net.Conn; it sets the read deadline only (see
 // SetWriteDeadline).
-func (c *bufferedConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+func (c *bufferedConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
 
 // Close lets the flusher send what it holds, for up to closeFlushWait,
 // then closes the connection.
