@@ -231,6 +231,9 @@ func (a *App) Run(ctx context.Context) error {
 		runnersWG.Wait()
 	}()
 	started := map[string]bool{}
+	// Every runner starts only after the pauses are applied, so a flow
+	// paused before a restart delivers nothing meanwhile.
+	var starts []func()
 	for _, fl := range a.flows {
 		sinks := fl.Sinks
 		if o := a.cfg.Flows[fl.Name].Overflow.Sink; o != "" {
@@ -246,13 +249,15 @@ func (a *App) Run(ctx context.Context) error {
 			if ss, ok := a.sinks[sn].(pipeline.StreamSink); ok {
 				// The sink drives its stream itself (DMF batches).
 				q := store.StreamQueue(stream, flow.SinkStateScope(sn), a.router.Remap)
-				runnersWG.Add(1)
-				go func() {
-					defer runnersWG.Done()
-					if err := ss.RunStream(runCtx, stream, q); err != nil {
-						a.log.Error().Err(err).Str(logging.FieldStream, stream).Msg("stream sink stopped")
-					}
-				}()
+				starts = append(starts, func() {
+					runnersWG.Add(1)
+					go func() {
+						defer runnersWG.Done()
+						if err := ss.RunStream(runCtx, stream, q); err != nil {
+							a.log.Error().Err(err).Str(logging.FieldStream, stream).Msg("stream sink stopped")
+						}
+					}()
+				})
 				continue
 			}
 			rlog := logging.Component(a.log, "runner", pc.Type, sn)
@@ -265,18 +270,23 @@ func (a *App) Run(ctx context.Context) error {
 				DrainTimeout: a.cfg.Gateway.DrainTimeout.D(), Remap: a.router.Remap,
 			}, store, a.sinks[sn], rlog, a.m)
 			a.runners = append(a.runners, r)
-			runnersWG.Add(1)
-			go func() {
-				defer runnersWG.Done()
-				if err := r.Run(runCtx); err != nil {
-					a.log.Error().Err(err).Str(logging.FieldStream, stream).Msg("runner stopped")
-				}
-			}()
+			starts = append(starts, func() {
+				runnersWG.Add(1)
+				go func() {
+					defer runnersWG.Done()
+					if err := r.Run(runCtx); err != nil {
+						a.log.Error().Err(err).Str(logging.FieldStream, stream).Msg("runner stopped")
+					}
+				}()
+			})
 		}
 	}
 
 	// Flows an operator paused stay paused across restarts.
 	a.loadPauses()
+	for _, start := range starts {
+		start()
+	}
 
 	// Overflow flows see the pressure on their OData stream and the keys
 	// pending on both paths.
