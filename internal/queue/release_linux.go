@@ -5,6 +5,7 @@ package queue
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -27,7 +28,7 @@ import (
 // minor fault. A read transaction holds bbolt's mmap lock, so the map
 // cannot move while this runs; the range is the one mapping the kernel
 // lists at the map's start, and nothing is done unless it is a shared,
-// read-only mapping of the queue file.
+// read-only mapping of the queue file (same device and inode).
 func (s *Store) releaseMapped() error {
 	return s.db.View(func(*bolt.Tx) error {
 		start := s.db.Info().Data
@@ -46,14 +47,20 @@ var errNoMapping = errors.New("queue file mapping not found in /proc/self/maps")
 
 // fileMappingEnd finds the mapping that starts at start in
 // /proc/self/maps and returns its end, if it is a shared read-only
-// mapping of path.
+// mapping of the file at path (matched by device and inode, so a data
+// directory reached through a symlink matches too).
 func fileMappingEnd(start uintptr, path string) (uintptr, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, err
+	}
 	f, err := os.Open("/proc/self/maps")
 	if err != nil {
 		return 0, err
 	}
 	defer func() { _ = f.Close() }()
 	want := strconv.FormatUint(uint64(start), 16) + "-"
+	dev := fmt.Sprintf("%02x:%02x", unix.Major(st.Dev), unix.Minor(st.Dev))
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()
@@ -62,7 +69,7 @@ func fileMappingEnd(start uintptr, path string) (uintptr, error) {
 		}
 		// 7f0c3a000000-7f0c4a000000 r--s 00000000 fd:01 131 /var/lib/plantgate/queue.db
 		fields := strings.Fields(line)
-		if len(fields) < 6 || fields[1] != "r--s" || !strings.HasSuffix(line, " "+path) {
+		if len(fields) < 6 || fields[1] != "r--s" || fields[3] != dev || fields[4] != strconv.FormatUint(st.Ino, 10) {
 			return 0, errNoMapping
 		}
 		end, err := strconv.ParseUint(strings.TrimPrefix(fields[0], want), 16, 64)

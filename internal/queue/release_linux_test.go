@@ -40,14 +40,33 @@ func mappedResidentKB(t *testing.T, path string) int {
 // The queue file's pages that bbolt read through its map leave the
 // resident set when released, and every record reads back unchanged.
 func TestReleaseMappedDropsResidentPages(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "q.db")
-	s, err := Open(path, Options{})
+	t.Run("direct", func(t *testing.T) { testReleaseMapped(t, false) })
+	// A data dir reached through a symlink: /proc/self/maps names the
+	// real path.
+	t.Run("symlinked dir", func(t *testing.T) { testReleaseMapped(t, true) })
+}
+
+func testReleaseMapped(t *testing.T, symlink bool) {
+	dir := t.TempDir()
+	real := dir
+	if symlink {
+		real = filepath.Join(dir, "real")
+		if err := os.Mkdir(real, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(real, filepath.Join(dir, "link")); err != nil {
+			t.Fatal(err)
+		}
+		dir = filepath.Join(dir, "link")
+	}
+	path := filepath.Join(dir, "q.db")
+	s, err := Open(path, Options{ReleaseMappedEvery: -1}) // released by the test only
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	ctx := context.Background()
-	const n = 60000
+	const n = 100000
 	for i := 0; i < n; i += 500 {
 		var es []Entry
 		for j := i; j < i+500; j++ {
@@ -58,17 +77,18 @@ func TestReleaseMappedDropsResidentPages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := mappedResidentKB(t, path)
-	if before < 6<<10 {
+	before := mappedResidentKB(t, filepath.Join(real, "q.db"))
+	if before < 8<<10 {
 		t.Fatalf("only %d KiB of the queue file resident after %d appends; the test needs more to see a release", before, n)
 	}
 	if err := s.releaseMapped(); err != nil {
 		t.Fatal(err)
 	}
-	after := mappedResidentKB(t, path)
-	// A read after the release (the release's own, of the meta page) may
-	// map a whole large folio (2 MiB) back.
-	if after > before-3<<10 {
+	after := mappedResidentKB(t, filepath.Join(real, "q.db"))
+	// Not all of it: the kernel may map large folios (2 MiB) back at a
+	// read, and under the race detector about half stayed mapped in some
+	// runs. Without the release nothing leaves.
+	if after > before*3/4 {
 		t.Fatalf("resident part of the queue file: %d KiB before the release, %d KiB after", before, after)
 	}
 	recs, err := s.List("s", 0, n+1)

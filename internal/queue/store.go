@@ -93,6 +93,10 @@ type Options struct {
 	CompactMinBytes int64
 	// OpenTimeout bounds the wait for the file lock (0: 500ms).
 	OpenTimeout time.Duration
+	// ReleaseMappedEvery is how often the commit loop drops the file's
+	// mapped pages from the resident set (see releaseMapped; 0: every
+	// second, negative: never).
+	ReleaseMappedEvery time.Duration
 	// ReadOnly opens the file for inspection only.
 	ReadOnly bool
 	// NoSync skips the fsync of every commit. Never set it in a gateway:
@@ -120,6 +124,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.OpenTimeout <= 0 {
 		o.OpenTimeout = 500 * time.Millisecond
+	}
+	if o.ReleaseMappedEvery == 0 {
+		o.ReleaseMappedEvery = time.Second
 	}
 	if o.DeadMaxBytes <= 0 && o.MaxBytes > 0 {
 		// Without a dead-letter cap, dead letters share the whole quota.
@@ -632,16 +639,16 @@ func (s *Store) submit(ctx context.Context, weight int, apply func(*bolt.Tx, *de
 	return <-r.done
 }
 
-// releaseEvery is how often the commit loop drops the queue file's mapped
-// pages from the resident set (see releaseMapped).
-const releaseEvery = time.Second
-
 func (s *Store) commitLoop() {
 	defer close(s.done)
 	prune := time.NewTicker(time.Minute)
 	defer prune.Stop()
-	release := time.NewTicker(releaseEvery)
-	defer release.Stop()
+	var releaseC <-chan time.Time
+	if s.o.ReleaseMappedEvery > 0 {
+		release := time.NewTicker(s.o.ReleaseMappedEvery)
+		defer release.Stop()
+		releaseC = release.C
+	}
 	var batch []*request
 	for {
 		var first *request
@@ -655,7 +662,7 @@ func (s *Store) commitLoop() {
 			s.pruneIDs()
 			s.expireDead()
 			continue
-		case <-release.C:
+		case <-releaseC:
 			if err := s.releaseMapped(); err != nil && !s.releaseWarned {
 				s.releaseWarned = true
 				s.log.Warn().Err(err).Msg("cannot release the queue file's mapped pages: RSS grows with the queue (no harm to data)")
