@@ -166,7 +166,9 @@ func (g *gateway) trustPLC() {
 	rejected := filepath.Join(g.dir, "sources", "line", "pki", "rejected")
 	var file string
 	waitFor(g.t, 20*time.Second, "the PLC's certificate filed under rejected", func() bool {
-		fs, _ := filepath.Glob(filepath.Join(rejected, "*"))
+		// Only a whole file: the gateway writes it as <name>.tmp first
+		// and renames it.
+		fs, _ := filepath.Glob(filepath.Join(rejected, "*.der"))
 		if len(fs) > 0 {
 			file = filepath.Base(fs[0])
 		}
