@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/plantgate/plantgate/internal/pipeline"
 )
 
 // Name is the family's name.
@@ -54,20 +56,7 @@ func newVec() *prometheus.GaugeVec {
 // every component of a gateway gets the same one. A nil reg gives an
 // unregistered family.
 func For(reg prometheus.Registerer) *Gauge {
-	v := newVec()
-	if reg == nil {
-		return &Gauge{v}
-	}
-	if err := reg.Register(v); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if ex, ok := are.ExistingCollector.(*prometheus.GaugeVec); ok {
-				return &Gauge{ex}
-			}
-		}
-		return &Gauge{v} // a foreign collector with our name: stay unregistered
-	}
-	return &Gauge{v}
+	return &Gauge{pipeline.Register(reg, newVec())}
 }
 
 // Set records the earliest expiry of certs.

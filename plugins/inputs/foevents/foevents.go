@@ -538,10 +538,10 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, source string) *metrics {
 	l := []string{"source", "endpoint"}
 	m := &metrics{
-		read:   register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_fo_events_read_total", Help: "Business events read and queued, per fo.events source and endpoint."}, l)),
-		bad:    register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_fo_events_undecodable_total", Help: "Blobs or requests that held no decodable business event; dead-lettered with their bytes."}, l)),
-		errors: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_fo_events_errors_total", Help: "Failed listings, reads, deletes, commits and refused requests of an event endpoint."}, l)),
-		lag:    register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "plantgate_fo_events_lag_seconds", Help: "blob: age of the oldest blob not yet read; https: age of the last event when it was received."}, l)),
+		read:   pipeline.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_fo_events_read_total", Help: "Business events read and queued, per fo.events source and endpoint."}, l)),
+		bad:    pipeline.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_fo_events_undecodable_total", Help: "Blobs or requests that held no decodable business event; dead-lettered with their bytes."}, l)),
+		errors: pipeline.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plantgate_fo_events_errors_total", Help: "Failed listings, reads, deletes, commits and refused requests of an event endpoint."}, l)),
+		lag:    pipeline.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "plantgate_fo_events_lag_seconds", Help: "blob: age of the oldest blob not yet read; https: age of the last event when it was received."}, l)),
 	}
 	for _, ep := range []string{"blob", "https", "odata_poll"} {
 		m.read.WithLabelValues(source, ep)
@@ -550,21 +550,6 @@ func newMetrics(reg prometheus.Registerer, source string) *metrics {
 		m.lag.WithLabelValues(source, ep)
 	}
 	return m
-}
-
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) T {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if ex, ok := are.ExistingCollector.(T); ok {
-				return ex
-			}
-		}
-	}
-	return c
 }
 
 var (

@@ -1,11 +1,12 @@
 package mqtt
 
 import (
-	"errors"
 	"hash/maphash"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/plantgate/plantgate/internal/pipeline"
 )
 
 // sourceMetrics are the source's Prometheus collectors, bound to its label.
@@ -31,10 +32,10 @@ type sourceMetrics struct {
 func newMetrics(reg prometheus.Registerer, source string) *sourceMetrics {
 	l := []string{"source"}
 	gauge := func(name, help string) prometheus.Gauge {
-		return register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, l)).WithLabelValues(source)
+		return pipeline.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, l)).WithLabelValues(source)
 	}
 	counter := func(name, help string) prometheus.Counter {
-		return register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, l)).WithLabelValues(source)
+		return pipeline.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, l)).WithLabelValues(source)
 	}
 	return &sourceMetrics{
 		connected:      gauge("plantgate_mqtt_connected", "1 while connected to the broker (client mode) or listening (embedded broker)."),
@@ -52,26 +53,6 @@ func newMetrics(reg prometheus.Registerer, source string) *sourceMetrics {
 		authFailures:   counter("plantgate_mqtt_broker_auth_failures_total", "Connections the embedded broker refused for bad credentials."),
 		aclDenials:     counter("plantgate_mqtt_broker_acl_denials_total", "Publishes, subscriptions and deliveries the embedded broker's ACL refused."),
 	}
-}
-
-// register registers c on reg, or returns the collector of the same
-// description that is already registered.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) T {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if ex, ok := are.ExistingCollector.(T); ok {
-				return ex
-			}
-		}
-		// A foreign collector with our name: keep ours unregistered
-		// rather than crash the gateway.
-		return c
-	}
-	return c
 }
 
 // recent remembers hashes of the last messages to spot repeats. It is a

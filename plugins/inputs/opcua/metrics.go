@@ -1,9 +1,9 @@
 package opcua
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/plantgate/plantgate/internal/pipeline"
 )
 
 // sourceMetrics are the source's Prometheus collectors, bound to its label.
@@ -23,12 +23,12 @@ type sourceMetrics struct {
 func newMetrics(reg prometheus.Registerer, source string) *sourceMetrics {
 	l := []string{"source"}
 	gauge := func(name, help string) prometheus.Gauge {
-		return register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, l)).WithLabelValues(source)
+		return pipeline.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, l)).WithLabelValues(source)
 	}
 	counter := func(name, help string) prometheus.Counter {
-		return register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, l)).WithLabelValues(source)
+		return pipeline.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, l)).WithLabelValues(source)
 	}
-	expiry := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "plantgate_opcua_certificate_expiry_timestamp_seconds",
+	expiry := pipeline.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "plantgate_opcua_certificate_expiry_timestamp_seconds",
 		Help: "Unix time at which the source's application certificate (certificate=\"own\") or the server's (\"server\") expires."}, []string{"source", "certificate"}))
 	return &sourceMetrics{
 		connected:   gauge("plantgate_opcua_connected", "1 while the source has a session with its server."),
@@ -41,22 +41,4 @@ func newMetrics(reg prometheus.Registerer, source string) *sourceMetrics {
 		ownExpiry:   expiry.WithLabelValues(source, "own"),
 		serverExp:   expiry.WithLabelValues(source, "server"),
 	}
-}
-
-// register registers c on reg, or returns the collector of the same
-// description that is already registered.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) T {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if ex, ok := are.ExistingCollector.(T); ok {
-				return ex
-			}
-		}
-		return c
-	}
-	return c
 }

@@ -145,10 +145,10 @@ func newOutcomes(s *Sink, env pipeline.Env, cfg *Config) (*outcomes, error) {
 	reg := env.Metrics
 	l := []string{"sink"}
 	cv := func(name, help string) prometheus.Counter {
-		return registerAs(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, l)).WithLabelValues(env.Name)
+		return pipeline.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, l)).WithLabelValues(env.Name)
 	}
 	gv := func(name, help string) prometheus.Gauge {
-		return registerAs(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, l)).WithLabelValues(env.Name)
+		return pipeline.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, l)).WithLabelValues(env.Name)
 	}
 	o.confirmed = cv("plantgate_fo_mes_confirmed_total", "MES messages F&O reported Processed (message processed business event).")
 	o.failed = cv("plantgate_fo_mes_failed_total", "MES messages F&O reported Failed; each became a dead letter with F&O's infolog.")
@@ -178,21 +178,6 @@ func newOutcomes(s *Sink, env pipeline.Env, cfg *Config) (*outcomes, error) {
 	}
 	o.gauges()
 	return o, nil
-}
-
-func registerAs[T prometheus.Collector](reg prometheus.Registerer, c T) T {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if ex, ok := are.ExistingCollector.(T); ok {
-				return ex
-			}
-		}
-	}
-	return c
 }
 
 // sending writes r's send entry; called right before the request leaves
