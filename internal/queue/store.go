@@ -146,8 +146,6 @@ type Store struct {
 
 	commits atomic.Int64 // committed group transactions
 
-	releaseWarned bool // releaseMapped failed once (commit loop only)
-
 	lock     *os.File // the lock file, held while the store is open
 	pageSize int64
 
@@ -644,6 +642,7 @@ func (s *Store) commitLoop() {
 	prune := time.NewTicker(time.Minute)
 	defer prune.Stop()
 	var releaseC <-chan time.Time
+	releaseWarned := false
 	if s.o.ReleaseMappedEvery > 0 {
 		release := time.NewTicker(s.o.ReleaseMappedEvery)
 		defer release.Stop()
@@ -663,8 +662,8 @@ func (s *Store) commitLoop() {
 			s.expireDead()
 			continue
 		case <-releaseC:
-			if err := s.releaseMapped(); err != nil && !s.releaseWarned {
-				s.releaseWarned = true
+			if err := s.releaseMapped(); err != nil && !releaseWarned {
+				releaseWarned = true
 				s.log.Warn().Err(err).Msg("cannot release the queue file's mapped pages: RSS grows with the queue (no harm to data)")
 			}
 			continue
