@@ -115,7 +115,20 @@ func (b *healthBuilder) degraded(kind, name, why string) {
 }
 
 // Health computes the gateway's health now.
-func (a *App) Health() Health {
+func (a *App) Health() Health { return a.health(a.flowStatuses()) }
+
+// flowStatuses is each flow's declared and observed rate now (nil before
+// the rates are kept).
+func (a *App) flowStatuses() []FlowStatus {
+	if a.rates == nil {
+		return nil
+	}
+	return flowStatuses(a.cfg, a.rates.rates(), a.rateWindow)
+}
+
+// health is Health with the flows' rates given, so a status shows the
+// same drift in its flows and in its problems.
+func (a *App) health(flows []FlowStatus) Health {
 	b := &healthBuilder{index: map[string]int{}}
 	a.mu.Lock()
 	phase, reloadErr := a.phase, a.reloadErr
@@ -221,10 +234,8 @@ func (a *App) Health() Health {
 			b.degraded("stream", s.Stream, fmt.Sprintf("stream %s has %d %s (plantgate queue dead --stream %s)", s.Stream, s.Dead, noun, s.Stream))
 		}
 	}
-	if a.rates != nil {
-		for _, p := range flowProblems(flowStatuses(a.cfg, a.rates.rates(), a.rateWindow)) {
-			b.degraded("flow", "", p)
-		}
+	for _, p := range flowProblems(flows) {
+		b.degraded("flow", "", p)
 	}
 	if a.router != nil {
 		for _, o := range a.router.Overflows() {

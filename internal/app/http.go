@@ -194,7 +194,8 @@ type ComponentStatus struct {
 // Status collects the gateway's status. Its Ready, Health and Problems
 // come from Health, as /readyz's answer does.
 func (a *App) Status() Status {
-	h := a.Health()
+	flows := a.flowStatuses() // one reading for Flows and for the problems
+	h := a.health(flows)
 	st := Status{Gateway: a.cfg.Gateway.ID, Version: buildinfo.Version, StartedAt: a.started.UTC(), Uptime: time.Since(a.started).Round(time.Second).String(),
 		Ready: h.Ready, Health: h, Now: time.Now()}
 	for _, r := range h.Reasons {
@@ -233,9 +234,7 @@ func (a *App) Status() Status {
 			st.Sinks = append(st.Sinks, cs)
 		}
 	}
-	if a.rates != nil {
-		st.Flows = flowStatuses(a.cfg, a.rates.rates(), a.rateWindow)
-	}
+	st.Flows = flows
 	if a.router != nil {
 		st.Overflow = a.router.Overflows()
 	}
