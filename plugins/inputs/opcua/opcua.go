@@ -71,6 +71,10 @@ type Source struct {
 	session *opcua.Session // kept across a lost connection, to reactivate
 	sub     *subscription
 	lostAt  time.Time // when the last connection was lost
+	// readAt is when this Run last committed a read of every value; a
+	// connection lost after it and before its subscription existed is a
+	// gap too.
+	readAt time.Time
 	// dropSession says the server ended the session: do not reactivate it.
 	dropSession bool
 	// commitCh feeds the publish loop's committer (nil when none runs).
@@ -288,7 +292,7 @@ func (s *Source) runOnce(ctx context.Context, em pipeline.Emitter) (healthy bool
 			}
 			_ = c.Close(cctx)
 			cancel()
-			s.session, s.sub = nil, nil
+			s.session, s.sub, s.readAt = nil, nil, time.Time{}
 			return
 		}
 		// Lost: keep the session to reactivate it on a new channel,
@@ -336,6 +340,9 @@ func (s *Source) runOnce(ctx context.Context, em pipeline.Emitter) (healthy bool
 	}
 	if needCreate {
 		var gap *Gap
+		if s.sub == nil && !s.readAt.IsZero() {
+			gap = &Gap{Start: s.readAt, Reason: "the connection was lost after the values were read and before the subscription was created; a new session and subscription were created"}
+		}
 		if s.sub != nil {
 			gap = &Gap{Start: s.sub.lastAt, Reason: "the subscription was lost and was created again"}
 			if !restored {
@@ -356,15 +363,19 @@ func (s *Source) runOnce(ctx context.Context, em pipeline.Emitter) (healthy bool
 		// What was read is committed before anything else can fail: the
 		// rules' state has moved on with it.
 		msgs, states, rerr := s.readAll(ctx, c)
+		readAt := s.now().UTC()
 		if gap != nil {
-			gap.End = s.now().UTC()
+			gap.End = readAt
 			msgs = append([]pipeline.Message{s.recordGap(*gap)}, msgs...)
-			// A later attempt records the time after this one.
-			s.sub.lastAt = gap.End
+			if s.sub != nil {
+				// A later attempt records the time after this one.
+				s.sub.lastAt = gap.End
+			}
 		}
 		if err := s.emit(ctx, em, states, msgs); err != nil {
 			return false, err
 		}
+		s.readAt = readAt
 		if rerr != nil {
 			return false, rerr
 		}
