@@ -99,9 +99,12 @@ type Options struct {
 	ReleaseMappedEvery time.Duration
 	// ReadOnly opens the file for inspection only.
 	ReadOnly bool
-	// NoSync skips the fsync of every commit. Never set it in a gateway:
-	// it exists so the power-cut tests can show that they catch a queue
-	// that acknowledges before its data is on disk.
+	// NoSync skips every fsync: each commit's, and the one bbolt makes
+	// when the file grows (NoGrowSync; with it a control run would still
+	// sync all its data whenever the file grew, and a cut soon after lost
+	// nothing). Never set it in a gateway: it exists so the power-cut
+	// tests can show that they catch a queue that acknowledges before its
+	// data is on disk.
 	NoSync bool
 	// Log receives lifecycle events.
 	Log zerolog.Logger
@@ -332,7 +335,7 @@ func openBolt(path string, o Options) (*bolt.DB, error) {
 	// The freelist is written with each commit, so that opening a large
 	// file reads it instead of walking every page (a million queued
 	// records: 2 ms instead of about 200 ms).
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.OpenTimeout, ReadOnly: o.ReadOnly, FreelistType: bolt.FreelistMapType, NoFreelistSync: false, NoSync: o.NoSync})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.OpenTimeout, ReadOnly: o.ReadOnly, FreelistType: bolt.FreelistMapType, NoFreelistSync: false, NoSync: o.NoSync, NoGrowSync: o.NoSync})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open queue %s: %w (a running plantgate holds its lock; stop it first, e.g. systemctl stop plantgate)", path, ErrLocked)
