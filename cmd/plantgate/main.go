@@ -33,6 +33,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -209,8 +210,21 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		log.Warn().Str(logging.FieldPath, w.Pos.String()).Msg(w.Msg)
 	}
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	return runGateway(*cfgPath, cfg, flows, log, stderr)
 }
+
+// defaultGCPercent is the collector's target (GOGC) when the environment
+// sets none: the heap may grow to 1.5 times what is live, not 2 times.
+// About half of what is live during ingest is fixed (the queue's pages,
+// library tables, the metric registry), so the default of 100 gave each
+// message in flight a twin in garbage: at full MQTT ingest RSS peaked at
+// 45-48 MB with 100 and at 37 MB with 50, for the same rate of messages
+// (BenchmarkGatewayFootprint); the collector then runs about twice as
+// often, some 6% more CPU.
+const defaultGCPercent = 50
 
 // runGateway runs cfg until SIGTERM or SIGINT, reloading on SIGHUP.
 //

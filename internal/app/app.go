@@ -28,6 +28,7 @@ import (
 	"github.com/plantgate/plantgate/internal/flow"
 	"github.com/plantgate/plantgate/internal/logging"
 	"github.com/plantgate/plantgate/internal/pipeline"
+	"github.com/plantgate/plantgate/internal/procmem"
 	"github.com/plantgate/plantgate/internal/queue"
 	"github.com/plantgate/plantgate/internal/sdnotify"
 	"github.com/plantgate/plantgate/plugins/inputs"
@@ -366,6 +367,15 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.log.Info().Str(logging.FieldVersion, buildinfo.Version).Int("flows", len(a.flows)).Int("streams", len(a.runners)).
 		Str(logging.FieldPath, QueuePath(a.cfg)).Msg("gateway started")
+	// Start-up ran every package's initialisation and the kernel maps the
+	// binary in windows around each page touched, so nearly all of it is
+	// resident now though running needs a few MB of it: give the rest back
+	// (procmem; the page cache keeps it).
+	if kib, err := procmem.ReleaseExecutable(); err != nil {
+		a.log.Debug().Err(err).Msg("release the binary's start-up pages")
+	} else {
+		a.log.Debug().Int("kib", kib).Msg("released the binary's start-up pages")
+	}
 
 	var runErr error
 	select {

@@ -267,6 +267,7 @@ func TestE2E(t *testing.T) {
 	b := startMosquitto(t)
 	line := startPLC(t)
 	g := startGateway(t, em, b, line)
+	g.checkStartupPagesGivenBack()
 	g.trustPLC()
 	pub := newPublisher(t, b)
 	l := newLedger()

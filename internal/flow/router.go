@@ -246,8 +246,8 @@ func (r *Router) Route(source string, m pipeline.Message) ([]queue.Entry, []erro
 }
 
 func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Message, states []queue.StateWrite) error {
-	var entries []queue.Entry
-	var from []int // the message of each entry
+	entries := make([]queue.Entry, 0, len(msgs)) // most messages make one record
+	from := make([]int, 0, len(msgs))            // the message of each entry
 	var dead []pipeline.Record
 	var reasons []string
 	unmatched := 0

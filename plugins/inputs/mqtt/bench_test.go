@@ -23,7 +23,8 @@ import (
 // both, their ratio, and the CPU time per message of each side and of
 // mosquitto (in the live benchmark, this process's CPU also includes the
 // publisher's).
-// make bench runs them; make test does not.
+// make bench runs them (with GOGC=50, the collector target plantgate run
+// sets); make test does not.
 
 // nullSubscriber connects with a persistent session and counts messages.
 type nullSubscriber struct {

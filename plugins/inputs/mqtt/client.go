@@ -43,9 +43,14 @@ type inbound struct {
 //	manage: connect with backoff; pause (disconnect) when an Emit waits longer
 //	        than PauseAfter; reconnect when it returned
 type session struct {
-	s    *Source
-	in   chan inbound
-	stop chan struct{} // closed when Run ends; blocked handlers give their message back
+	s  *Source
+	in chan inbound
+	// slots holds a token for every message between onMessage and its
+	// acknowledgement or release, wherever it is (window, decode, emit,
+	// ack), so at most MaxInFlight messages are in memory; a handler
+	// that gets none blocks paho, which stops reading from the broker.
+	slots chan struct{}
+	stop  chan struct{} // closed when Run ends; blocked handlers give their message back
 	// emitStart is the unix nano time the current Emit began, 0 between.
 	emitStart atomic.Int64
 	emitDone  chan struct{} // kicked (cap 1) when an Emit returns
@@ -56,7 +61,8 @@ func (s *Source) runClient(ctx context.Context, em pipeline.Emitter) error {
 		s.log.Warn().Str(logging.FieldURL, s.cfg.Broker).
 			Msg("tls insecure_skip_verify is on: the broker certificate is not checked and the connection can be intercepted")
 	}
-	ss := &session{s: s, in: make(chan inbound, s.cfg.MaxInFlight), stop: make(chan struct{}), emitDone: make(chan struct{}, 1)}
+	ss := &session{s: s, in: make(chan inbound, s.cfg.MaxInFlight), slots: make(chan struct{}, s.cfg.MaxInFlight),
+		stop: make(chan struct{}), emitDone: make(chan struct{}, 1)}
 	wctx, cancelWriter := context.WithCancel(ctx)
 	defer cancelWriter()
 	wdone := make(chan struct{})
@@ -222,8 +228,9 @@ func (ss *session) options() *paho.ClientOptions {
 }
 
 // onMessage is paho's handler. It must not block paho for long: it puts
-// the message in the window and returns. When the window is full it waits
-// (which stops paho reading from the broker) until there is room, the
+// the message in the window and returns. When max_in_flight messages are
+// between here and their acknowledgement it waits (which stops paho
+// reading from the broker) until one is acknowledged, the
 // connection is closing or Run ends; in the last two cases the message is
 // left unacknowledged, so the broker redelivers it.
 func (ss *session) onMessage(c paho.Client, m paho.Message) {
@@ -231,24 +238,33 @@ func (ss *session) onMessage(c paho.Client, m paho.Message) {
 	at := s.now().UTC()
 	s.noteReceived(m.Topic(), m.Payload(), m.Duplicate(), at)
 	p := inbound{msg: m, at: at}
-	select {
-	case ss.in <- p:
+	if !ss.acquire(c) {
+		ss.note(p)
 		return
+	}
+	ss.in <- p // never blocks: it holds fewer messages than there are slots
+}
+
+// acquire takes a slot for a message, waiting while all are taken. It
+// gives up (false) when Run ends or the connection is lost, since the
+// broker then redelivers the message.
+func (ss *session) acquire(c paho.Client) bool {
+	select {
+	case ss.slots <- struct{}{}:
+		return true
 	default:
 	}
 	t := time.NewTicker(handlerPoll)
 	defer t.Stop()
 	for {
 		select {
-		case ss.in <- p:
-			return
+		case ss.slots <- struct{}{}:
+			return true
 		case <-ss.stop:
-			ss.release(p)
-			return
+			return false
 		case <-t.C:
 			if !c.IsConnectionOpen() {
-				ss.release(p)
-				return
+				return false
 			}
 		}
 	}
@@ -256,6 +272,12 @@ func (ss *session) onMessage(c paho.Client, m paho.Message) {
 
 // release gives one message back unacknowledged.
 func (ss *session) release(p inbound) {
+	ss.note(p)
+	<-ss.slots
+}
+
+// note counts a message given back unacknowledged.
+func (ss *session) note(p inbound) {
 	if p.msg.Qos() == 0 {
 		ss.s.qos0Lost.Add(1)
 		ss.s.m.qos0Lost.Inc()
@@ -443,6 +465,7 @@ func (ss *session) ackStage(in <-chan []inbound) {
 			if p.msg.Qos() > 0 {
 				p.msg.Ack()
 			}
+			<-ss.slots
 		}
 		ss.s.noteDone(len(batch), true)
 	}

@@ -63,7 +63,15 @@ func newDecoder(c *Config) (*decoder, error) {
 // engine dead-letters with its raw bytes. Raw is p.Payload itself (not a
 // copy), cut to the size limit.
 func (d *decoder) message(p publish) pipeline.Message {
-	meta := make(map[string]any, 10)
+	// Sized to what it gets: up to eight entries fit one group of Go's
+	// map, which halves what a message in flight holds.
+	n := 5
+	for _, extra := range []bool{p.QoS > 0, !p.BrokerTime.IsZero(), p.ClientID != "", p.Username != "", len(p.UserProps) > 0} {
+		if extra {
+			n++
+		}
+	}
+	meta := make(map[string]any, n)
 	meta[MetaTopic] = p.Topic
 	meta[MetaQoS] = int(p.QoS)
 	meta[MetaRetained] = p.Retained

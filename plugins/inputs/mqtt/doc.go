@@ -19,8 +19,11 @@
 // batch's commit overlaps the next one's decoding and the previous one's
 // acknowledgements.
 //
-// The handler never does I/O; it puts the message in the window. When the
-// window is full (the queue is slow or full), the handler waits. paho
+// The handler never does I/O; it puts the message in the window. At most
+// max_in_flight messages are anywhere between the handler and their
+// acknowledgement (in the window or in a stage's batch): that bounds the
+// memory ingest takes. When that many are in flight (the queue is slow or
+// full), the handler waits until one is acknowledged. paho
 // calls handlers from the goroutine that also reads the socket (order
 // matters, the default), so waiting stops paho reading: TCP flow control
 // then holds the broker back, which keeps the messages. MQTT 3.1.1 has no

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/plantgate/plantgate/internal/pipeline"
 	"github.com/plantgate/plantgate/internal/queue"
 )
 
@@ -266,4 +268,50 @@ func TestIntegrationMosquittoSharedSubscription(t *testing.T) {
 		t.Fatalf("one gateway got nothing: %d and %d", na, nb)
 	}
 	t.Logf("gateway a took %d, gateway b %d", na, nb)
+}
+
+// TestIntegrationMosquittoInFlightBound: max_in_flight bounds the
+// messages between the handler and their acknowledgement wherever they
+// are (the window, the batch being decoded, the one being committed), so
+// that it bounds the memory ingest takes. With commits held, the source
+// holds at most max_in_flight messages (plus the one paho is handing
+// over); the window alone would let it hold max_in_flight more for each
+// batch in a stage. Once the commits go on, every message arrives once.
+func TestIntegrationMosquittoInFlightBound(t *testing.T) {
+	const total, window, batch = 400, 40, 15
+	m := startMosquitto(t)
+	cfg := clientConfig(m, "pg-bound", "bound/#")
+	cfg.MaxInFlight, cfg.BatchMax = window, batch
+	src, err := New(&cfg, pipeline.Env{Name: testSource, Log: testLogger(t), Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	em := newBlockingEmitter()
+	em.block()
+	runSource(t, src, em)
+	eventually(t, 10*time.Second, "the source to subscribe", func() bool { return src.Status()["connected"] == true })
+	newPublisher(t, m.url(), "pub-bound").send("bound/a", 1, "b", 0, total) // the broker acknowledges the publisher itself
+
+	<-em.entered // one batch is being committed
+	held := int64(0)
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		held = max(held, src.inFlight.Load())
+	}
+	if held > window+1 {
+		t.Fatalf("with commits held the source holds %d messages; max_in_flight is %d", held, window)
+	}
+	if held < window {
+		t.Fatalf("with commits held the source holds only %d messages; it should fill max_in_flight (%d)", held, window)
+	}
+	em.unblock()
+	eventually(t, 30*time.Second, "every message committed", func() bool { return len(em.committed()) >= total })
+	seen := map[string]int{}
+	for _, msg := range em.committed() {
+		p, _ := msg.Payload.(map[string]any)
+		seen[fmt.Sprint(p["msg_id"])]++
+	}
+	if len(seen) != total {
+		t.Fatalf("%d distinct messages committed, want %d", len(seen), total)
+	}
+	t.Logf("with commits held: %d messages in flight (max_in_flight %d, batch_max %d)", held, window, batch)
 }
