@@ -3,6 +3,7 @@ package codec
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 )
 
@@ -73,5 +74,54 @@ func FuzzDecode(f *testing.F) {
 		for _, d := range decs {
 			_, _ = d.Decode(b)
 		}
+		// A reused decoder gives what a fresh one gives, for b and for
+		// each payload after it.
+		p := jsonPool.New().(*pooledJSON)
+		for _, raw := range append([][]byte{b}, []byte(`{"a":1}`), b, []byte("7")) {
+			got, gerr := p.decode(raw)
+			want, werr := freshDecode(raw)
+			if fmt.Sprint(gerr) != fmt.Sprint(werr) || !reflect.DeepEqual(got, want) {
+				t.Fatalf("payload %q: pooled %#v, %v; fresh %#v, %v", raw, got, gerr, want, werr)
+			}
+			if gerr != nil {
+				p = jsonPool.New().(*pooledJSON)
+			}
+		}
 	})
+}
+
+// reuseCorpus is payloads of every kind, good and bad, with and without
+// white space around them.
+var reuseCorpus = []string{`{"a":1}`, ` {"b":[1,2.5,-3e2]} `, "7", `"s"`, "\n[1]\n", `null`, `{"big":12345678901234567890}`,
+	`{"a":`, `{} {}`, ``, `   `, `{"x":"\u00e9"}`, `1 2`, `[`, `true`, `{"a":{"b":{"c":[{}]}}}`, "\t42\t"}
+
+// A pooled decoder, reused for payload after payload (and dropped after
+// an error, as Decode does), gives exactly what a fresh decoder gives for
+// each: the same value or the same error.
+func TestPooledJSONDecoderMatchesFresh(t *testing.T) {
+	for start := range reuseCorpus {
+		p := jsonPool.New().(*pooledJSON)
+		for k := range reuseCorpus {
+			raw := []byte(reuseCorpus[(start+k)%len(reuseCorpus)])
+			got, gerr := p.decode(raw)
+			want, werr := freshDecode(raw)
+			if fmt.Sprint(gerr) != fmt.Sprint(werr) || !reflect.DeepEqual(got, want) {
+				t.Fatalf("payload %q after %d others: pooled %#v, %v; fresh %#v, %v", raw, k, got, gerr, want, werr)
+			}
+			if gerr != nil {
+				p = jsonPool.New().(*pooledJSON)
+			}
+		}
+	}
+	// Through Decode and its pool: a decoder that saw an error (json
+	// keeps it) never decodes the next payload.
+	d, _ := New(Options{})
+	for range 100 {
+		if _, err := d.Decode([]byte(`{"a":`)); err == nil {
+			t.Fatal("a cut payload decoded")
+		}
+		if v, err := d.Decode([]byte(`{"a":1}`)); err != nil || !reflect.DeepEqual(v, map[string]any{"a": int64(1)}) {
+			t.Fatalf("a good payload after a bad one: %#v, %v", v, err)
+		}
+	}
 }

@@ -89,6 +89,9 @@ type Flow struct {
 	streams map[string]string
 	// overflow is set for a flow with overflow: (AssignStreams).
 	overflow *overflow
+	// usesRaw is set when an expression's text mentions raw: only then
+	// does apply copy the message's bytes into a string for it.
+	usesRaw bool
 }
 
 type compiledField struct {
@@ -187,6 +190,10 @@ func Compile(cfg *config.Config) ([]*Flow, error) {
 			}
 			f.fields = append(f.fields, compiledField{name: m.Name, prog: p, src: m.Expr.Src})
 		}
+		f.usesRaw = strings.Contains(fc.When.Src, "raw") || strings.Contains(fc.Key.Src, "raw") || strings.Contains(fc.ID.Src, "raw")
+		for _, m := range fc.Map {
+			f.usesRaw = f.usesRaw || strings.Contains(m.Expr.Src, "raw")
+		}
 		out = append(out, f)
 	}
 	if len(probs) > 0 {
@@ -227,6 +234,17 @@ func firstLine(s string) string {
 }
 
 var envPool = sync.Pool{New: func() any { return make(map[string]any, 8) }}
+
+// vmPool keeps expression VMs for reuse: vm.Run makes a new one, with its
+// stack, for every expression of every message.
+var vmPool = sync.Pool{New: func() any { return &vm.VM{} }}
+
+// run evaluates p in env on a pooled VM.
+func run(p *vm.Program, env map[string]any) (any, error) {
+	v := vmPool.Get().(*vm.VM)
+	defer vmPool.Put(v)
+	return v.Run(p, env)
+}
 
 // evalErr explains why an expression could not produce a value.
 type evalErr struct {

@@ -330,3 +330,27 @@ func TestMQTTMatch(t *testing.T) {
 		}
 	}
 }
+
+// Expressions see the message's bytes as raw, in every part of a flow
+// (apply only copies them for a flow whose expressions mention raw).
+func TestExpressionsSeeRaw(t *testing.T) {
+	cfg := &config.Config{FlowOrder: []string{"f"}, Flows: map[string]*config.Flow{
+		"f": {From: "s", When: ex(`raw contains "ok"`), Key: ex(`raw[0:2]`),
+			Map: []config.MapField{{Name: "Text", Expr: ex("raw")}, {Name: "N", Expr: ex("payload.n")}}, To: []string{"k"}},
+	}}
+	flows, err := Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRouter(openQueue(t), flows, zerolog.Nop(), NewMetrics(nil))
+	es, errs := r.Route("s", pipeline.Message{Raw: []byte(`ok 7`), Payload: map[string]any{"n": 7}})
+	if len(errs) > 0 || len(es) != 1 {
+		t.Fatalf("entries %v, errors %v", es, errs)
+	}
+	if rec := es[0].Record; rec.Key != "ok" || rec.Fields["Text"] != "ok 7" || rec.Fields["N"] != 7 {
+		t.Fatalf("record %+v", rec)
+	}
+	if es, _ := r.Route("s", pipeline.Message{Raw: []byte(`no`), Payload: map[string]any{"n": 1}}); len(es) != 0 {
+		t.Fatalf("when on raw did not filter: %v", es)
+	}
+}

@@ -225,7 +225,11 @@ func SinkStateScope(sink string) string { return "sink." + sink }
 // Route maps msgs without queueing them; check-config and tests use it to
 // show what a message would become.
 func (r *Router) Route(source string, m pipeline.Message) ([]queue.Entry, []error) {
-	var entries []queue.Entry
+	return r.appendRoute(nil, source, m)
+}
+
+// appendRoute appends what m maps to in source's flows to entries.
+func (r *Router) appendRoute(entries []queue.Entry, source string, m pipeline.Message) ([]queue.Entry, []error) {
 	var errs []error
 	for _, f := range r.flows[source] {
 		rec, ok, err := f.apply(source, m)
@@ -264,20 +268,21 @@ func (r *Router) route(ctx context.Context, source string, msgs []pipeline.Messa
 			deadLetter(m, "decode: "+m.DecodeErr.Error(), "decode")
 			continue
 		}
-		es, errs := r.Route(source, *m)
+		before := len(entries)
+		var errs []error
+		entries, errs = r.appendRoute(entries, source, *m)
 		for _, err := range errs {
 			deadLetter(m, err.Error(), err.Error())
 		}
-		if len(es) == 0 && len(errs) == 0 {
+		if len(entries) == before && len(errs) == 0 {
 			unmatched++
 			if r.keepUnmatched[source] {
 				deadLetter(m, unmatchedReason(r.flows[source], m.Meta), "unmatched")
 			}
 		}
-		for range es {
+		for range len(entries) - before {
 			from = append(from, i)
 		}
-		entries = append(entries, es...)
 	}
 	r.m.Messages.WithLabelValues(source).Add(float64(len(msgs)))
 	if unmatched > 0 {
@@ -415,9 +420,12 @@ func (f *Flow) apply(source string, m pipeline.Message) (rec pipeline.Record, ok
 		meta = map[string]any{}
 	}
 	topic, _ := meta["topic"].(string)
-	env["payload"], env["meta"], env["topic"], env["raw"], env["received_at"], env["source"] = payload, meta, topic, string(m.Raw), m.Time, source
+	env["payload"], env["meta"], env["topic"], env["received_at"], env["source"] = payload, meta, topic, m.Time, source
+	if f.usesRaw {
+		env["raw"] = string(m.Raw)
+	}
 	if f.when != nil {
-		v, err := vm.Run(f.when, env)
+		v, err := run(f.when, env)
 		if err != nil {
 			return rec, false, &evalErr{field: "when", src: f.cfg.When.Src, err: notCondition(err)}
 		}
@@ -444,7 +452,7 @@ func (f *Flow) apply(source string, m pipeline.Message) (rec pipeline.Record, ok
 	}
 	rec.Fields = make(map[string]any, len(f.fields))
 	for _, cf := range f.fields {
-		v, err := vm.Run(cf.prog, env)
+		v, err := run(cf.prog, env)
 		if err != nil {
 			return rec, false, &evalErr{field: "map." + cf.name, src: cf.src, err: err}
 		}
@@ -457,7 +465,7 @@ func (f *Flow) apply(source string, m pipeline.Message) (rec pipeline.Record, ok
 }
 
 func evalString(p *vm.Program, env map[string]any, field, src string) (string, error) {
-	v, err := vm.Run(p, env)
+	v, err := run(p, env)
 	if err != nil {
 		return "", &evalErr{field: field, src: src, err: err}
 	}

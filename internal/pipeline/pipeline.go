@@ -70,7 +70,8 @@ type Emitter interface {
 	// only then may the source acknowledge upstream. An error means nothing
 	// may be acknowledged; the source should retry or let the upstream
 	// redeliver. Emit blocks while the queue is full and on_full is block.
-	// Emit is safe for concurrent use.
+	// Emit is safe for concurrent use, and keeps no reference to the msgs
+	// slice after it returns (the mqtt source fills it again).
 	Emit(ctx context.Context, msgs ...Message) error
 }
 

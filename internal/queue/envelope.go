@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/plantgate/plantgate/internal/pipeline"
@@ -37,12 +38,24 @@ type envelope struct {
 	Remap bool `json:"x,omitempty"`
 }
 
+// encodeScratch holds the buffers envelopes are encoded into before the
+// copy of exactly their size that the commit keeps: one allocation per
+// record, none for the growth of the buffer.
+var encodeScratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
 func encodeEnvelope(e *envelope) ([]byte, error) {
-	b, err := appendEnvelope(append(make([]byte, 0, 256), envelopeV1), e)
+	sp := encodeScratch.Get().(*[]byte)
+	b, err := appendEnvelope(append((*sp)[:0], envelopeV1), e)
 	if err != nil {
+		encodeScratch.Put(sp)
 		return nil, fmt.Errorf("encode record: %w", err)
 	}
-	return b, nil
+	out := append([]byte(nil), b...)
+	if cap(b) <= 64<<10 { // a rare huge record does not stay pinned in the pool
+		*sp = b
+		encodeScratch.Put(sp)
+	}
+	return out, nil
 }
 
 // decodeEnvelope parses a stored value. Numbers in fields are kept as

@@ -159,11 +159,12 @@ func appendJSONValue(b []byte, v any, depth int) ([]byte, error) {
 		}
 		return appendJSONFloat(b, t), nil
 	case time.Time:
-		j, err := t.MarshalJSON()
+		// MarshalJSON is AppendText in quotes, with its allocation.
+		j, err := t.AppendText(append(b, '"'))
 		if err != nil {
 			break // encoding/json's error, naming the type
 		}
-		return append(b, j...), nil
+		return append(j, '"'), nil
 	case map[string]any:
 		return appendJSONMap(b, t, depth)
 	case []any:

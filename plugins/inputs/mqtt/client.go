@@ -54,6 +54,31 @@ type session struct {
 	// emitStart is the unix nano time the current Emit began, 0 between.
 	emitStart atomic.Int64
 	emitDone  chan struct{} // kicked (cap 1) when an Emit returns
+	// spareBatches and spareMsgs take back the slices of batches the
+	// emit and ack stages are done with, for the decode stage to fill
+	// again instead of allocating two slices of batch_max a batch.
+	spareBatches chan []inbound
+	spareMsgs    chan []pipeline.Message
+}
+
+// give puts a slice back for reuse, cleared so it holds on to nothing; a
+// slice no one has room for is left to the collector.
+func give[T any](spare chan []T, s []T) {
+	clear(s)
+	select {
+	case spare <- s[:0]:
+	default:
+	}
+}
+
+// take reuses a slice given back, or makes one of capacity n.
+func take[T any](spare chan []T, n int) []T {
+	select {
+	case s := <-spare:
+		return s
+	default:
+		return make([]T, 0, n)
+	}
 }
 
 func (s *Source) runClient(ctx context.Context, em pipeline.Emitter) error {
@@ -62,7 +87,8 @@ func (s *Source) runClient(ctx context.Context, em pipeline.Emitter) error {
 			Msg("tls insecure_skip_verify is on: the broker certificate is not checked and the connection can be intercepted")
 	}
 	ss := &session{s: s, in: make(chan inbound, s.cfg.MaxInFlight), slots: make(chan struct{}, s.cfg.MaxInFlight),
-		stop: make(chan struct{}), emitDone: make(chan struct{}, 1)}
+		stop: make(chan struct{}), emitDone: make(chan struct{}, 1),
+		spareBatches: make(chan []inbound, 4), spareMsgs: make(chan []pipeline.Message, 4)}
 	wctx, cancelWriter := context.WithCancel(ctx)
 	defer cancelWriter()
 	wdone := make(chan struct{})
@@ -403,6 +429,7 @@ func (ss *session) writer(ctx context.Context, em pipeline.Emitter) error {
 		ss.emitStart.Store(time.Now().UnixNano())
 		eerr := em.Emit(ctx, d.msgs...)
 		ss.emitStart.Store(0)
+		give(ss.spareMsgs, d.msgs) // Emit keeps no reference to the slice
 		select {
 		case ss.emitDone <- struct{}{}:
 		default:
@@ -428,9 +455,8 @@ func (ss *session) writer(ctx context.Context, em pipeline.Emitter) error {
 func (ss *session) decodeStage(ctx context.Context, out chan<- decodedBatch) {
 	s := ss.s
 	max := s.cfg.BatchMax
-	var batch []inbound
-	var msgs []pipeline.Message
-	take := func(p inbound) {
+	batch, msgs := take(ss.spareBatches, max), take(ss.spareMsgs, max)
+	add := func(p inbound) {
 		m := s.dec.message(publish{Topic: p.msg.Topic(), Payload: p.msg.Payload(), QoS: p.msg.Qos(), Retained: p.msg.Retained(),
 			Dup: p.msg.Duplicate(), PacketID: p.msg.MessageID(), Received: p.at})
 		s.noteDecode(&m)
@@ -450,10 +476,9 @@ func (ss *session) decodeStage(ctx context.Context, out chan<- decodedBatch) {
 			ss.releaseAll(batch)
 			return
 		case p := <-in:
-			take(p)
+			add(p)
 		case send <- decodedBatch{batch: batch, msgs: msgs}:
-			batch = make([]inbound, 0, max)
-			msgs = make([]pipeline.Message, 0, max)
+			batch, msgs = take(ss.spareBatches, max), take(ss.spareMsgs, max)
 		}
 	}
 }
@@ -468,6 +493,7 @@ func (ss *session) ackStage(in <-chan []inbound) {
 			<-ss.slots
 		}
 		ss.s.noteDone(len(batch), true)
+		give(ss.spareBatches, batch)
 	}
 }
 
