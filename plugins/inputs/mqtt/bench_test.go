@@ -1,8 +1,11 @@
 package mqtt
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,8 +24,8 @@ import (
 // null subscriber (acknowledges at once, stores nothing) on the same
 // broker in the same run, in alternating rounds. They report msg/s for
 // both, their ratio, and the CPU time per message of each side and of
-// mosquitto (in the live benchmark, this process's CPU also includes the
-// publisher's).
+// mosquitto. The live benchmark's publisher is a process of its own, as
+// an MES is, so its CPU and its collector are not the gateway's.
 // make bench runs them (with GOGC=50, the collector target plantgate run
 // sets); make test does not.
 
@@ -136,10 +139,82 @@ func (bs *best) note(n int, took time.Duration, clk *cpuClock) {
 	}
 }
 
-// BenchmarkIngestLive publishes while the subscriber is connected.
+// pubProc is the live benchmark's publisher process (this test binary
+// running TestMQTTBenchPublisher).
+type pubProc struct {
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+func startPubProc(b *testing.B, url string) *pubProc {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMQTTBenchPublisher$", "-test.count=1")
+	// The Go default for the publisher: GOGC=50 is the gateway's setting.
+	cmd.Env = append(os.Environ(), "PLANTGATE_MQTT_BENCH_PUBLISH="+url, "GOGC=100")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = in.Close(); _ = cmd.Wait() })
+	p := &pubProc{in: in, out: bufio.NewScanner(out)}
+	p.expect(b, "READY")
+	return p
+}
+
+func (p *pubProc) expect(b *testing.B, what string) {
+	for p.out.Scan() {
+		if p.out.Text() == what {
+			return
+		}
+	}
+	b.Fatalf("the publisher process ended before %s: %v", what, p.out.Err())
+}
+
+// send has the process publish messages from..to-1 of prefix on topic
+// (QoS 1); done waits until the broker acknowledged them all.
+func (p *pubProc) send(b *testing.B, topic, prefix string, from, to int) {
+	if _, err := fmt.Fprintf(p.in, "%s %s %d %d\n", topic, prefix, from, to); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func (p *pubProc) done(b *testing.B) { p.expect(b, "DONE") }
+
+// TestMQTTBenchPublisher is the publisher process of BenchmarkIngestLive
+// (PLANTGATE_MQTT_BENCH_PUBLISH=broker url): it connects and prints
+// READY, then for each line "topic prefix from to" read publishes those
+// messages as publisher.send does and prints DONE.
+func TestMQTTBenchPublisher(t *testing.T) {
+	url := os.Getenv("PLANTGATE_MQTT_BENCH_PUBLISH")
+	if url == "" {
+		t.Skip("the live ingest benchmark's publisher process")
+	}
+	p := newPublisher(t, url, "bench-pub-proc")
+	fmt.Println("READY")
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		var topic, prefix string
+		var from, to int
+		if _, err := fmt.Sscan(sc.Text(), &topic, &prefix, &from, &to); err != nil {
+			t.Fatal(err)
+		}
+		p.send(topic, 1, prefix, from, to)
+		fmt.Println("DONE")
+	}
+}
+
+// BenchmarkIngestLive publishes (from a process of its own) while the
+// subscriber is connected.
 func BenchmarkIngestLive(b *testing.B) {
 	m := startMosquitto(b)
-	pub := newPublisher(b, m.url(), "bench-pub")
+	pub := startPubProc(b, m.url())
 	ns := newNullSubscriber(b, m.url(), "bench-null", "null/#")
 	g := benchGateway(b, m, "bench-gw", "gw/#").start()
 	g.waitSubscribed()
@@ -151,15 +226,17 @@ func BenchmarkIngestLive(b *testing.B) {
 		k := roundSize(b.N, r)
 		clk.start()
 		start := time.Now()
-		pub.send("null/a", 1, "n", from, from+k)
+		pub.send(b, "null/a", "n", from, from+k)
 		waitCount(b, "null subscriber", int64(from+k), ns.n.Load)
 		null.note(k, time.Since(start), clk)
+		pub.done(b)
 
 		clk.start()
 		start = time.Now()
-		pub.send("gw/a", 1, "g", from, from+k)
+		pub.send(b, "gw/a", "g", from, from+k)
 		waitCount(b, "gateway", int64(from+k), g.src.acked.Load)
 		gw.note(k, time.Since(start), clk)
+		pub.done(b)
 		from += k
 	}
 	b.StopTimer()
