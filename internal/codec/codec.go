@@ -144,13 +144,6 @@ func (p *pooledJSON) decode(raw []byte) (any, error) {
 	return v, err
 }
 
-// freshDecode is Decode on a decoder of its own (the tests' reference).
-func freshDecode(raw []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	return decodeOne(dec)
-}
-
 func decodeOne(dec *json.Decoder) (any, error) {
 	var v any
 	if err := dec.Decode(&v); err != nil {

@@ -1,6 +1,8 @@
 package codec
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -88,6 +90,14 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// freshDecode is Decode on a decoder of its own: what the pooled
+// decoders must match.
+func freshDecode(raw []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	return decodeOne(dec)
 }
 
 // reuseCorpus is payloads of every kind, good and bad, with and without

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plantgate/plantgate/internal/procmem"
 	"github.com/plantgate/plantgate/internal/testutil/lazyfs"
 )
 
@@ -329,25 +330,14 @@ func codeResidentKiB(t testing.TB, pid int) (rss, size int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	ms, err := procmem.Smaps(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := false
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 6 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
-			in = f[1] == "r-xp" && f[5] == exe
-			continue
-		}
-		if in && len(f) >= 2 {
-			n, _ := strconv.Atoi(f[1])
-			switch f[0] {
-			case "Size:":
-				size += n
-			case "Rss:":
-				rss += n
-			}
+	for _, m := range ms {
+		if m.Perms == "r-xp" && m.Path == exe {
+			rss += m.RssKiB
+			size += m.SizeKiB
 		}
 	}
 	return rss, size

@@ -3,6 +3,7 @@ package flow
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -190,10 +191,11 @@ func Compile(cfg *config.Config) ([]*Flow, error) {
 			}
 			f.fields = append(f.fields, compiledField{name: m.Name, prog: p, src: m.Expr.Src})
 		}
-		f.usesRaw = strings.Contains(fc.When.Src, "raw") || strings.Contains(fc.Key.Src, "raw") || strings.Contains(fc.ID.Src, "raw")
+		srcs := []string{fc.When.Src, fc.Key.Src, fc.ID.Src}
 		for _, m := range fc.Map {
-			f.usesRaw = f.usesRaw || strings.Contains(m.Expr.Src, "raw")
+			srcs = append(srcs, m.Expr.Src)
 		}
+		f.usesRaw = slices.ContainsFunc(srcs, func(src string) bool { return strings.Contains(src, "raw") })
 		out = append(out, f)
 	}
 	if len(probs) > 0 {

@@ -18,6 +18,19 @@ package procmem
 
 import "errors"
 
+// Mapping is one mapping of a process's address space, as
+// /proc/<pid>/smaps lists it.
+type Mapping struct {
+	Start, End uintptr
+	Perms      string // r-xp, r--s, ...
+	Dev        string // major:minor, hex
+	Inode      uint64
+	Path       string
+	// Sizes in KiB: the mapping, its resident part, and the pages it
+	// holds of its own (anonymous, copy-on-write).
+	SizeKiB, RssKiB, AnonKiB int
+}
+
 // ErrNoMapping is returned when /proc/self/maps lists no mapping that
 // may be released at the given place.
 var ErrNoMapping = errors.New("no releasable file mapping found in /proc/self/maps")

@@ -13,40 +13,66 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mapping is one line of /proc/self/maps.
-type mapping struct {
-	start, end uintptr
-	perms      string
-	dev        string // major:minor, hex
-	inode      uint64
-	path       string
+// parseHeader reads a mapping's line of /proc/<pid>/maps, which is also
+// the first line of its entry in smaps:
+//
+//	7f0c3a000000-7f0c4a000000 r--s 00000000 fd:01 131 /var/lib/plantgate/queue.db
+func parseHeader(line string) (Mapping, bool) {
+	f := strings.Fields(line)
+	if len(f) < 5 || strings.HasSuffix(f[0], ":") {
+		return Mapping{}, false
+	}
+	lo, hi, ok := strings.Cut(f[0], "-")
+	s, err1 := strconv.ParseUint(lo, 16, 64)
+	e, err2 := strconv.ParseUint(hi, 16, 64)
+	ino, err3 := strconv.ParseUint(f[4], 10, 64)
+	if !ok || err1 != nil || err2 != nil || err3 != nil || e <= s {
+		return Mapping{}, false
+	}
+	m := Mapping{Start: uintptr(s), End: uintptr(e), Perms: f[1], Dev: f[3], Inode: ino}
+	if len(f) >= 6 {
+		m.Path = f[5]
+	}
+	return m, true
 }
 
-func readMaps() ([]mapping, error) {
-	b, err := os.ReadFile("/proc/self/maps")
+// Smaps reads the mappings of process pid (0: this one) with their sizes
+// from /proc/<pid>/smaps. The kernel walks the page tables to answer, so
+// it is for occasional use; the periodic release reads maps instead.
+func Smaps(pid int) ([]Mapping, error) {
+	file := "/proc/self/smaps"
+	if pid != 0 {
+		file = fmt.Sprintf("/proc/%d/smaps", pid)
+	}
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return nil, err
 	}
-	var ms []mapping
+	var ms []Mapping
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		// 7f0c3a000000-7f0c4a000000 r--s 00000000 fd:01 131 /var/lib/plantgate/queue.db
-		f := strings.Fields(sc.Text())
-		if len(f) < 5 {
+		line := sc.Text()
+		if m, ok := parseHeader(line); ok {
+			ms = append(ms, m)
 			continue
 		}
-		lo, hi, ok := strings.Cut(f[0], "-")
-		s, err1 := strconv.ParseUint(lo, 16, 64)
-		e, err2 := strconv.ParseUint(hi, 16, 64)
-		ino, err3 := strconv.ParseUint(f[4], 10, 64)
-		if !ok || err1 != nil || err2 != nil || err3 != nil || e <= s {
+		f := strings.Fields(line)
+		if len(ms) == 0 || len(f) < 2 {
 			continue
 		}
-		m := mapping{start: uintptr(s), end: uintptr(e), perms: f[1], dev: f[3], inode: ino}
-		if len(f) >= 6 {
-			m.path = f[5]
+		n, err := strconv.Atoi(f[1])
+		if err != nil {
+			continue
 		}
-		ms = append(ms, m)
+		m := &ms[len(ms)-1]
+		switch f[0] {
+		case "Size:":
+			m.SizeKiB = n
+		case "Rss:":
+			m.RssKiB = n
+		case "Anonymous:":
+			m.AnonKiB = n
+		}
 	}
 	return ms, sc.Err()
 }
@@ -54,6 +80,8 @@ func readMaps() ([]mapping, error) {
 func devOf(st *unix.Stat_t) string {
 	return fmt.Sprintf("%02x:%02x", unix.Major(st.Dev), unix.Minor(st.Dev))
 }
+
+func (m Mapping) of(st *unix.Stat_t) bool { return m.Dev == devOf(st) && m.Inode == st.Ino }
 
 func dontNeed(start, end uintptr) error {
 	if _, _, e := unix.Syscall(unix.SYS_MADVISE, start, end-start, unix.MADV_DONTNEED); e != 0 {
@@ -72,18 +100,23 @@ func ReleaseSharedReadOnly(start uintptr, path string) error {
 	if err := unix.Stat(path, &st); err != nil {
 		return err
 	}
-	ms, err := readMaps()
+	b, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
 		return err
 	}
-	for _, m := range ms {
-		if m.start != start {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		m, ok := parseHeader(sc.Text())
+		if !ok || m.Start != start {
 			continue
 		}
-		if m.perms != "r--s" || m.dev != devOf(&st) || m.inode != st.Ino {
+		if m.Perms != "r--s" || !m.of(&st) {
 			return ErrNoMapping
 		}
-		return dontNeed(m.start, m.end)
+		return dontNeed(m.Start, m.End)
+	}
+	if err := sc.Err(); err != nil {
+		return err
 	}
 	return ErrNoMapping
 }
@@ -104,77 +137,23 @@ func releasePrivateReadOnly(path string) (kib int, err error) {
 	if err := unix.Stat(path, &st); err != nil {
 		return 0, err
 	}
-	ms, err := readMaps()
-	if err != nil {
-		return 0, err
-	}
-	sizes, err := readSmaps()
+	ms, err := Smaps(0)
 	if err != nil {
 		return 0, err
 	}
 	released := false
 	for _, m := range ms {
-		if (m.perms != "r-xp" && m.perms != "r--p") || m.dev != devOf(&st) || m.inode != st.Ino {
+		if (m.Perms != "r-xp" && m.Perms != "r--p") || !m.of(&st) || m.AnonKiB != 0 {
 			continue
 		}
-		r, ok := sizes[m.start]
-		if !ok || r.anon != 0 {
-			continue
-		}
-		if err := dontNeed(m.start, m.end); err != nil {
+		if err := dontNeed(m.Start, m.End); err != nil {
 			return kib, err
 		}
-		kib += r.rss
+		kib += m.RssKiB
 		released = true
 	}
 	if !released {
 		return 0, ErrNoMapping
 	}
 	return kib, nil
-}
-
-type smapsEntry struct{ rss, anon int }
-
-// readSmaps reads the Rss and Anonymous sizes (KiB) of every mapping in
-// /proc/self/smaps, by start address.
-func readSmaps() (map[uintptr]smapsEntry, error) {
-	b, err := os.ReadFile("/proc/self/smaps")
-	if err != nil {
-		return nil, err
-	}
-	out := map[uintptr]smapsEntry{}
-	var cur uintptr
-	have := false
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 {
-			continue
-		}
-		if lo, _, ok := strings.Cut(f[0], "-"); ok && !strings.HasSuffix(f[0], ":") {
-			s, err := strconv.ParseUint(lo, 16, 64)
-			have = err == nil
-			cur = uintptr(s)
-			if have {
-				out[cur] = smapsEntry{}
-			}
-			continue
-		}
-		if !have || len(f) < 2 {
-			continue
-		}
-		n, err := strconv.Atoi(f[1])
-		if err != nil {
-			continue
-		}
-		e := out[cur]
-		switch f[0] {
-		case "Rss:":
-			e.rss = n
-		case "Anonymous:":
-			e.anon = n
-		}
-		out[cur] = e
-	}
-	return out, sc.Err()
 }

@@ -19,15 +19,17 @@ const pages = 256 // 1 MiB of 4 KiB pages
 // residentKiB is the Rss of the mapping that starts at start.
 func residentKiB(t *testing.T, start uintptr) int {
 	t.Helper()
-	sizes, err := readSmaps()
+	ms, err := Smaps(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, ok := sizes[start]
-	if !ok {
-		t.Fatalf("no mapping at %#x in /proc/self/smaps", start)
+	for _, m := range ms {
+		if m.Start == start {
+			return m.RssKiB
+		}
 	}
-	return e.rss
+	t.Fatalf("no mapping at %#x in /proc/self/smaps", start)
+	return 0
 }
 
 // fileOf writes a file of pages pages, each filled with its number.
@@ -163,17 +165,17 @@ func TestReleaseExecutable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms, err := readMaps()
+	ms, err := Smaps(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var text mapping
+	var text Mapping
 	for _, m := range ms {
-		if m.path == exe && m.perms == "r-xp" {
+		if m.Path == exe && m.Perms == "r-xp" {
 			text = m
 		}
 	}
-	if text.start == 0 {
+	if text.Start == 0 {
 		t.Fatalf("no r-xp mapping of %s", exe)
 	}
 	// Map all of the code in first (reading it through /proc/self/mem
@@ -184,22 +186,22 @@ func TestReleaseExecutable(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 1<<20)
-	for off := text.start; off < text.end; off += uintptr(len(buf)) {
-		n := min(uintptr(len(buf)), text.end-off)
+	for off := text.Start; off < text.End; off += uintptr(len(buf)) {
+		n := min(uintptr(len(buf)), text.End-off)
 		if _, err := mem.ReadAt(buf[:n], int64(off)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	_ = mem.Close()
-	before := residentKiB(t, text.start)
-	if before < int(text.end-text.start)>>10/2 {
-		t.Fatalf("only %d of %d KiB of code resident after reading it all", before, (text.end-text.start)>>10)
+	before := residentKiB(t, text.Start)
+	if before < int(text.End-text.Start)>>10/2 {
+		t.Fatalf("only %d of %d KiB of code resident after reading it all", before, (text.End-text.Start)>>10)
 	}
 	kib, err := ReleaseExecutable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	after := residentKiB(t, text.start)
+	after := residentKiB(t, text.Start)
 	t.Logf("code resident %d KiB before, %d after; %d KiB released in all", before, after, kib)
 	// Reading smaps runs code again, which maps some of it back.
 	if after >= before || kib < before {

@@ -7,31 +7,25 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/plantgate/plantgate/internal/pipeline"
+	"github.com/plantgate/plantgate/internal/procmem"
 )
 
 // mappedResidentKB is the resident size of this process's mapping of
 // path, from /proc/self/smaps.
 func mappedResidentKB(t *testing.T, path string) int {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/smaps")
+	ms, err := procmem.Smaps(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, total := false, 0
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 6 && strings.Contains(f[0], "-") {
-			in = f[len(f)-1] == path
-			continue
-		}
-		if in && len(f) >= 2 && f[0] == "Rss:" {
-			n, _ := strconv.Atoi(f[1])
-			total += n
+	total := 0
+	for _, m := range ms {
+		if m.Path == path {
+			total += m.RssKiB
 		}
 	}
 	return total
